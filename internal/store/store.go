@@ -1,0 +1,43 @@
+// Package store defines the durable storage contract for links and API keys
+// and opens the implementation a database URL names: sqlite://PATH (the
+// embedded default, package sqlite) or postgres://... (package postgres).
+//
+// Every implementation passes the conformance suite in package storetest,
+// unchanged. Implementations are safe for concurrent use. Errors carry the
+// codes of package links (ENOTFOUND, ECONFLICT); anything else is internal.
+package store
+
+import (
+	"context"
+
+	"github.com/linkgate/linkgate/internal/links"
+)
+
+// Store is the durable source of truth. A method that returns nil has made its
+// write durable (SQLite synchronous=FULL, PostgreSQL synchronous_commit=on).
+type Store interface {
+	// CreateLink inserts l and sets l.ID. It returns an ECONFLICT error when
+	// the code exists (the unique index decides, so concurrent creates of one
+	// code give exactly one success).
+	CreateLink(ctx context.Context, l *links.Link) error
+	// GetLink returns the link with the code, or an ENOTFOUND error.
+	GetLink(ctx context.Context, code string) (*links.Link, error)
+	// DeleteLink removes the link, or returns an ENOTFOUND error.
+	DeleteLink(ctx context.Context, code string) error
+	// ListLinks returns up to p.Limit links with ID < p.Cursor.AfterID (all
+	// when AfterID is 0), newest (highest ID) first.
+	ListLinks(ctx context.Context, p links.ListParams) ([]*links.Link, error)
+	// AddClicks adds each count to its link's clicks in one transaction.
+	// Codes that no longer exist are ignored.
+	AddClicks(ctx context.Context, counts map[string]int64) error
+	// CreateAPIKey inserts k, or returns an ECONFLICT error when k.ID exists.
+	CreateAPIKey(ctx context.Context, k *links.APIKey) error
+	// PutAPIKey inserts k or replaces the key with the same ID.
+	PutAPIKey(ctx context.Context, k *links.APIKey) error
+	// GetAPIKey returns the key with the ID, or an ENOTFOUND error.
+	GetAPIKey(ctx context.Context, id string) (*links.APIKey, error)
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
+	// Close releases the connections. The Store must not be used after.
+	Close() error
+}
