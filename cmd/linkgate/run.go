@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/linkgate/linkgate/internal/apikeys"
+	"github.com/linkgate/linkgate/internal/clicks"
+	"github.com/linkgate/linkgate/internal/config"
+	"github.com/linkgate/linkgate/internal/handlers"
+	"github.com/linkgate/linkgate/internal/httpserver"
+	"github.com/linkgate/linkgate/internal/links"
+	"github.com/linkgate/linkgate/internal/store"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Run is the whole program: it parses settings from args and the environment,
+// wires every part by hand, serves until ctx is done or SIGINT/SIGTERM arrives,
+// then shuts down in order and returns. "keys create" is a subcommand.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "keys" {
+		return runKeys(ctx, args[1:], stdout, stderr)
+	}
+	cfg, err := config.Load(args, os.Getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{Logger: logger})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	if cfg.AdminKey != "" {
+		if err := apikeys.Bootstrap(ctx, st, cfg.AdminKey); err != nil {
+			return err
+		}
+	}
+
+	counter, err := clicks.New(clicks.Config{Sink: st, Interval: cfg.ClickFlush, Logger: logger})
+	if err != nil {
+		return err
+	}
+	svc, err := links.NewService(links.ServiceConfig{
+		Store:  st,
+		URLs:   links.URLPolicy{OwnHosts: cfg.OwnHosts()},
+		Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	h, err := handlers.New(handlers.Config{
+		Links:          svc,
+		Clicks:         counter,
+		Auth:           apikeys.NewAuthenticator(st),
+		BaseURL:        cfg.BaseURL.String(),
+		PublicCreate:   cfg.PublicCreate,
+		RedirectMaxAge: cfg.RedirectMaxAge,
+		Logger:         logger,
+	})
+	if err != nil {
+		return err
+	}
+	app, err := httpserver.New(httpserver.Config{
+		Handlers:       h,
+		Logger:         logger,
+		ReadTimeout:    cfg.ReadTimeout,
+		WriteTimeout:   cfg.WriteTimeout,
+		IdleTimeout:    cfg.IdleTimeout,
+		TrustedProxies: cfg.TrustedProxies,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+
+	// Background workers stop when workCtx is cancelled, after the HTTP server
+	// has drained, so that every click counted by a finished request is flushed.
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	var workers sync.WaitGroup
+	workers.Add(1)
+	go func() { defer workers.Done(); _ = counter.Run(workCtx) }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- app.Listener(ln) }()
+	logger.Info("linkgate started", "version", version, "addr", ln.Addr().String(), "base_url", cfg.BaseURL.String())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "delay", cfg.ShutdownDelay.String(), "drain_timeout", cfg.DrainTimeout.String())
+		if cfg.ShutdownDelay > 0 {
+			// Keep serving while load balancers notice we are going away.
+			t := time.NewTimer(cfg.ShutdownDelay)
+			<-t.C
+		}
+		drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+		if err := app.ShutdownWithContext(drainCtx); err != nil {
+			logger.Warn("drain incomplete", "err", err)
+		}
+		cancel()
+		<-serveErr
+	case runErr = <-serveErr:
+		runErr = fmt.Errorf("serve: %w", runErr)
+	}
+
+	stopWork()
+	workers.Wait() // final click flush
+	logger.Info("linkgate stopped")
+	return runErr
+}
+
+// runKeys implements "linkgate keys create --name NAME [--admin=BOOL]".
+func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "create" {
+		return errors.New(`usage: linkgate keys create --name NAME [--admin=true]`)
+	}
+	fs := flag.NewFlagSet("linkgate keys create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("name", "", "what the key is for (required)")
+	admin := fs.Bool("admin", true, "whether the key may list and delete links")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *name == "" {
+		return errors.New("keys create: --name is required")
+	}
+	cfg, err := config.Load(nil, os.Getenv, stderr)
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	token, err := apikeys.Create(ctx, st, *name, *admin)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, token)
+	fmt.Fprintln(stderr, "This key is shown once; it is stored only as a hash.")
+	return nil
+}

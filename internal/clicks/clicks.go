@@ -1,0 +1,128 @@
+// Package clicks counts redirects in memory and writes them to the store in
+// batches, so that the redirect path never waits on a write.
+//
+// A Counter is safe for concurrent use. Counts are lost only if the process
+// dies without a clean shutdown (at most one flush interval's worth); a clean
+// shutdown ends with Flush, which writes everything counted before it.
+package clicks
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Sink receives batches of clicks: code → count. It must apply a batch
+// atomically (all or nothing) so that a failed batch can be retried whole.
+type Sink interface {
+	AddClicks(ctx context.Context, counts map[string]int64) error
+}
+
+// Config configures a Counter.
+type Config struct {
+	// Sink is where counts are written. Required.
+	Sink Sink
+	// Interval between flushes. Default 1s.
+	Interval time.Duration
+	// FlushTimeout bounds one flush. Default 5s.
+	FlushTimeout time.Duration
+	// Logger for flush failures. Default: discard.
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	if c.Sink == nil {
+		return fmt.Errorf("clicks: Sink is required")
+	}
+	if c.Interval <= 0 {
+		c.Interval = time.Second
+	}
+	if c.FlushTimeout <= 0 {
+		c.FlushTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Counter accumulates clicks per code between flushes.
+type Counter struct {
+	cfg     Config
+	mu      sync.Mutex
+	pending map[string]int64
+	flushMu sync.Mutex // one flush at a time, so retried batches keep their order
+}
+
+// New returns a Counter; call Run to flush periodically.
+func New(cfg Config) (*Counter, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	return &Counter{cfg: cfg, pending: make(map[string]int64)}, nil
+}
+
+// Add counts one click on code. code is kept as a map key: pass a string the
+// caller owns (not a Fiber buffer).
+func (c *Counter) Add(code string) {
+	c.mu.Lock()
+	c.pending[code]++
+	c.mu.Unlock()
+}
+
+// Pending returns the clicks on code counted but not yet flushed.
+func (c *Counter) Pending(code string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pending[code]
+}
+
+// Flush writes everything counted so far. On failure the batch is merged back
+// and retried by the next Flush; the error is returned.
+func (c *Counter) Flush(ctx context.Context) error {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	c.mu.Lock()
+	batch := c.pending
+	if len(batch) == 0 {
+		c.mu.Unlock()
+		return nil
+	}
+	c.pending = make(map[string]int64, len(batch))
+	c.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.FlushTimeout)
+	defer cancel()
+	if err := c.cfg.Sink.AddClicks(ctx, batch); err != nil {
+		c.mu.Lock()
+		for code, n := range batch {
+			c.pending[code] += n
+		}
+		c.mu.Unlock()
+		return fmt.Errorf("flush %d codes: %w", len(batch), err)
+	}
+	return nil
+}
+
+// Run flushes every Interval until ctx is done, then flushes once more with a
+// fresh context and returns nil. Failures are logged, not returned: the counts
+// stay pending and are retried.
+func (c *Counter) Run(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := c.Flush(context.WithoutCancel(ctx)); err != nil {
+				c.cfg.Logger.Error("final click flush failed", "err", err)
+			}
+			return nil
+		case <-t.C:
+			if err := c.Flush(ctx); err != nil {
+				c.cfg.Logger.Warn("click flush failed; will retry", "err", err)
+			}
+		}
+	}
+}

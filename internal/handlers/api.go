@@ -1,0 +1,157 @@
+package handlers
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
+
+	"github.com/linkgate/linkgate/internal/links"
+)
+
+// rfc3339Time decodes an RFC 3339 timestamp with a clear error.
+type rfc3339Time struct{ time.Time }
+
+func (t *rfc3339Time) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return &timeParseError{value: string(b)}
+	}
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return &timeParseError{value: s}
+	}
+	t.Time = v
+	return nil
+}
+
+type createRequest struct {
+	URL       *string      `json:"url"`
+	Code      string       `json:"code"`
+	ExpiresAt *rfc3339Time `json:"expires_at"`
+	Redirect  int          `json:"redirect"`
+}
+
+// CreateLink handles POST /api/v1/links: 201 with Location and the link.
+func (h *Handlers) CreateLink(c *fiber.Ctx) error {
+	if err := h.mayCreate(c); err != nil {
+		return err
+	}
+	var req createRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	if req.URL == nil {
+		return links.FieldErrorf("url", "url is required.")
+	}
+	cr := links.CreateRequest{URL: *req.URL, Code: req.Code, Redirect: req.Redirect}
+	if req.ExpiresAt != nil {
+		cr.ExpiresAt = req.ExpiresAt.Time
+	}
+	l, err := h.cfg.Links.Create(c.UserContext(), cr)
+	if err != nil {
+		return err
+	}
+	j := h.toJSON(l)
+	c.Location(j.ShortURL)
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.Status(fiber.StatusCreated).JSON(j)
+}
+
+// mayCreate enforces LINKGATE_PUBLIC_CREATE.
+func (h *Handlers) mayCreate(c *fiber.Ctx) error {
+	if !h.cfg.PublicCreate && APIKey(c) == nil {
+		return links.Errorf(links.EUNAUTHORIZED, "Creating links needs an API key (Authorization: Bearer ...).")
+	}
+	return nil
+}
+
+// GetLink handles GET /api/v1/links/:code: the link's metadata and clicks.
+func (h *Handlers) GetLink(c *fiber.Ctx) error {
+	l, err := h.cfg.Links.Get(c.UserContext(), c.Params("code"))
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	return c.JSON(h.toJSON(l))
+}
+
+// DeleteLink handles DELETE /api/v1/links/:code (admin): 204.
+func (h *Handlers) DeleteLink(c *fiber.Ctx) error {
+	code := utils.CopyString(c.Params("code"))
+	if err := h.cfg.Links.Delete(c.UserContext(), code, nil); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+type listResponse struct {
+	Links      []linkJSON `json:"links"`
+	NextCursor *string    `json:"next_cursor"`
+}
+
+// ListLinks handles GET /api/v1/links?limit=&cursor= (admin): newest first,
+// keyset-paginated; next_cursor is null on the last page.
+func (h *Handlers) ListLinks(c *fiber.Ctx) error {
+	p, err := parseListParams(c)
+	if err != nil {
+		return err
+	}
+	ls, next, err := h.cfg.Links.List(c.UserContext(), p)
+	if err != nil {
+		return err
+	}
+	resp := listResponse{Links: make([]linkJSON, 0, len(ls))}
+	for _, l := range ls {
+		resp.Links = append(resp.Links, h.toJSON(l))
+	}
+	if next.AfterID != 0 {
+		s := encodeCursor(next)
+		resp.NextCursor = &s
+	}
+	c.Set(fiber.HeaderCacheControl, "private, no-cache")
+	return c.JSON(resp)
+}
+
+func parseListParams(c *fiber.Ctx) (links.ListParams, error) {
+	var p links.ListParams
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > links.MaxListLimit {
+			return p, &links.Error{Code: links.EBADREQUEST, Field: "limit",
+				Message: "limit must be a whole number between 1 and " + strconv.Itoa(links.MaxListLimit) + "."}
+		}
+		p.Limit = n
+	}
+	if v := c.Query("cursor"); v != "" {
+		cur, ok := decodeCursor(v)
+		if !ok {
+			return p, &links.Error{Code: links.EBADREQUEST, Field: "cursor", Message: "cursor is not one this API returned."}
+		}
+		p.Cursor = cur
+	}
+	return p, nil
+}
+
+// Cursors are opaque to clients: "v1:<id>" in unpadded base64url.
+func encodeCursor(c links.Cursor) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("v1:" + strconv.FormatInt(c.AfterID, 10)))
+}
+
+func decodeCursor(s string) (links.Cursor, bool) {
+	if len(s) > 64 {
+		return links.Cursor{}, false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) < 4 || string(b[:3]) != "v1:" {
+		return links.Cursor{}, false
+	}
+	id, err := strconv.ParseInt(string(b[3:]), 10, 64)
+	if err != nil || id < 1 || strconv.FormatInt(id, 10) != string(b[3:]) {
+		return links.Cursor{}, false
+	}
+	return links.Cursor{AfterID: id}, true
+}

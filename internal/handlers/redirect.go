@@ -1,0 +1,22 @@
+package handlers
+
+import (
+	"github.com/gofiber/fiber/v2"
+)
+
+// Redirect handles GET and HEAD /:code: the link's status with Location and
+// Cache-Control: private, max-age. GET counts a click (in memory; flushed
+// later). Unknown codes give 404, expired ones 410, both Cache-Control:
+// no-store, via the error handler.
+func (h *Handlers) Redirect(c *fiber.Ctx) error {
+	l, err := h.cfg.Links.Resolve(c.UserContext(), c.Params("code"))
+	if err != nil {
+		return err
+	}
+	if c.Method() == fiber.MethodGet {
+		h.cfg.Clicks.Add(l.Code) // l.Code is owned by the link, not a Fiber buffer
+	}
+	c.Set(fiber.HeaderLocation, l.URL)
+	c.Set(fiber.HeaderCacheControl, h.redirectCacheControl)
+	return c.SendStatus(l.Redirect)
+}

@@ -1,0 +1,127 @@
+// Package httpserver assembles linkgate's Fiber app: server settings
+// (timeouts, body limit, trusted proxies), the middleware order, and the
+// routes. It is the one place that says which middleware runs where.
+//
+// Order, outermost first: unknown-method guard (fasthttp level) → request ID
+// and access log (which also renders errors, so the logged status is the
+// status sent) → panic recovery → routes. Probe routes come before anything
+// that could refuse them; the API group authenticates; the redirect route is
+// last, so that fixed paths win over /:code.
+package httpserver
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/valyala/fasthttp"
+
+	"github.com/linkgate/linkgate/internal/handlers"
+)
+
+// Config configures the app.
+type Config struct {
+	// Handlers serves the routes. Required.
+	Handlers *handlers.Handlers
+	// Logger receives the JSON access log. Default: discard.
+	Logger *slog.Logger
+	// ReadTimeout, WriteTimeout, IdleTimeout bound each connection (Fiber's
+	// defaults are unlimited). Defaults 10s, 10s, 75s.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// TrustedProxies are IPs/CIDRs whose X-Real-IP header names the client.
+	// Empty: the socket peer is the client, whatever headers say.
+	TrustedProxies []string
+}
+
+func (c *Config) defaults() error {
+	if c.Handlers == nil {
+		return fmt.Errorf("httpserver: Handlers is required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 75 * time.Second
+	}
+	return nil
+}
+
+// New returns the assembled app; serve it with app.Listener and stop it with
+// app.ShutdownWithContext.
+func New(cfg Config) (*fiber.App, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	h := cfg.Handlers
+	fc := fiber.Config{
+		AppName:               "linkgate",
+		ErrorHandler:          h.ErrorHandler,
+		BodyLimit:             handlers.MaxBodyBytes,
+		ReadTimeout:           cfg.ReadTimeout,
+		WriteTimeout:          cfg.WriteTimeout,
+		IdleTimeout:           cfg.IdleTimeout,
+		ReadBufferSize:        8192, // request line + headers; larger gets 431
+		CaseSensitive:         true, // short codes are case-sensitive
+		DisableStartupMessage: true,
+		Network:               "tcp",
+		EnableIPValidation:    true,
+	}
+	if len(cfg.TrustedProxies) > 0 {
+		fc.EnableTrustedProxyCheck = true
+		fc.TrustedProxies = cfg.TrustedProxies
+		fc.ProxyHeader = "X-Real-IP" // nginx overwrites it with $remote_addr
+	}
+	app := fiber.New(fc)
+	// Idle keep-alive connections must not hold up shutdown.
+	app.Server().CloseOnShutdown = true
+	guardUnknownMethods(app)
+
+	app.Use(requestLog(cfg.Logger, h.ErrorHandler))
+	app.Use(recover.New())
+
+	app.Get("/live", func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderCacheControl, "no-store")
+		return c.SendStatus(fiber.StatusOK)
+	})
+
+	api := app.Group("/api/v1", h.Authenticate)
+	api.Post("/links", h.CreateLink)
+	api.Get("/links", h.RequireAdmin, h.ListLinks)
+	api.Get("/links/:code", h.GetLink)
+	api.Delete("/links/:code", h.RequireAdmin, h.DeleteLink)
+
+	app.Post("/encurtar", h.Authenticate, h.SeedCreate)
+	app.Get("/api/links", h.Authenticate, h.RequireAdmin, h.SeedList)
+
+	app.Get("/:code", h.Redirect) // Fiber serves HEAD through GET routes
+	return app, nil
+}
+
+// guardUnknownMethods answers methods Fiber does not know (e.g. "FOO") with a
+// 405 problem instead of Fiber's plain-text 400 that skips the error handler.
+func guardUnknownMethods(app *fiber.App) {
+	known := make(map[string]struct{}, len(fiber.DefaultMethods))
+	for _, m := range fiber.DefaultMethods {
+		known[m] = struct{}{}
+	}
+	next := app.Server().Handler
+	app.Server().Handler = func(rc *fasthttp.RequestCtx) {
+		if _, ok := known[string(rc.Method())]; ok {
+			next(rc)
+			return
+		}
+		rc.Response.Header.Set(fiber.HeaderAllow, "GET, HEAD, POST, DELETE, OPTIONS")
+		rc.Response.Header.Set(fiber.HeaderCacheControl, "no-store")
+		rc.SetStatusCode(fiber.StatusMethodNotAllowed)
+		rc.SetContentType("application/problem+json")
+		rc.SetBodyString(`{"type":"urn:linkgate:problem:method-not-allowed","title":"Method not allowed.","status":405,"detail":"Unknown HTTP method."}`)
+	}
+}
