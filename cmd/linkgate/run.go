@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/linkgate/linkgate/internal/clicks"
 	"github.com/linkgate/linkgate/internal/config"
 	"github.com/linkgate/linkgate/internal/handlers"
+	"github.com/linkgate/linkgate/internal/health"
 	"github.com/linkgate/linkgate/internal/httpserver"
 	"github.com/linkgate/linkgate/internal/links"
 	"github.com/linkgate/linkgate/internal/store"
@@ -30,8 +32,13 @@ var version = "dev"
 // wires every part by hand, serves until ctx is done or SIGINT/SIGTERM arrives,
 // then shuts down in order and returns. "keys create" is a subcommand.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "keys" {
-		return runKeys(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "keys":
+			return runKeys(ctx, args[1:], stdout, stderr)
+		case "probe":
+			return runProbe(ctx, args[1:])
+		}
 	}
 	cfg, err := config.Load(args, os.Getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -79,8 +86,18 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	probes, err := health.New(health.Config{
+		Version: version,
+		Checks: []health.Check{
+			{Name: "store", ComponentType: "datastore", Critical: true, Probe: st.Ping},
+		},
+	})
+	if err != nil {
+		return err
+	}
 	app, err := httpserver.New(httpserver.Config{
 		Handlers:       h,
+		Health:         probes,
 		Logger:         logger,
 		ReadTimeout:    cfg.ReadTimeout,
 		WriteTimeout:   cfg.WriteTimeout,
@@ -106,11 +123,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- app.Listener(ln) }()
+	probes.MarkReady()
 	logger.Info("linkgate started", "version", version, "addr", ln.Addr().String(), "base_url", cfg.BaseURL.String())
 
 	var runErr error
 	select {
 	case <-ctx.Done():
+		probes.Drain() // /ready answers 503 from now on
 		logger.Info("shutting down", "delay", cfg.ShutdownDelay.String(), "drain_timeout", cfg.DrainTimeout.String())
 		if cfg.ShutdownDelay > 0 {
 			// Keep serving while load balancers notice we are going away.
@@ -166,5 +185,29 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintln(stdout, token)
 	fmt.Fprintln(stderr, "This key is shown once; it is stored only as a hash.")
+	return nil
+}
+
+// runProbe implements "linkgate probe URL": GET the URL and succeed on a 2xx
+// answer within 2 s. It is the container health check (the image has no shell
+// or curl).
+func runProbe(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return errors.New("usage: linkgate probe URL")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, args[0], nil)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("probe: %s answered %d", args[0], resp.StatusCode)
+	}
 	return nil
 }

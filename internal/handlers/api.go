@@ -55,7 +55,7 @@ func (h *Handlers) CreateLink(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	j := h.toJSON(l)
+	j, _ := h.view(l)
 	c.Location(j.ShortURL)
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Status(fiber.StatusCreated).JSON(j)
@@ -69,20 +69,52 @@ func (h *Handlers) mayCreate(c *fiber.Ctx) error {
 	return nil
 }
 
-// GetLink handles GET /api/v1/links/:code: the link's metadata and clicks.
+// cacheControl for API reads: revalidate every time (clicks change), and
+// keep responses to authenticated requests out of shared caches.
+func cacheControl(c *fiber.Ctx) string {
+	if c.Get(fiber.HeaderAuthorization) != "" {
+		return "private, no-cache"
+	}
+	return "no-cache"
+}
+
+// GetLink handles GET (and HEAD) /api/v1/links/:code: the link's metadata and
+// clicks, with a strong ETag and Last-Modified; conditional requests get 304
+// or 412 (RFC 9110 section 13).
 func (h *Handlers) GetLink(c *fiber.Ctx) error {
 	l, err := h.cfg.Links.Get(c.UserContext(), c.Params("code"))
 	if err != nil {
 		return err
 	}
-	c.Set(fiber.HeaderCacheControl, "no-cache")
-	return c.JSON(h.toJSON(l))
+	j, modified := h.view(l)
+	body, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, cacheControl(c))
+	c.Vary(fiber.HeaderAuthorization)
+	return sendConditional(c, body, modified)
 }
 
-// DeleteLink handles DELETE /api/v1/links/:code (admin): 204.
+// DeleteLink handles DELETE /api/v1/links/:code (admin): 204. With If-Match,
+// the link is deleted only if its current ETag matches (412 otherwise).
 func (h *Handlers) DeleteLink(c *fiber.Ctx) error {
 	code := utils.CopyString(c.Params("code"))
-	if err := h.cfg.Links.Delete(c.UserContext(), code, nil); err != nil {
+	var check func(*links.Link) error
+	if c.Get(fiber.HeaderIfMatch) != "" || c.Get(fiber.HeaderIfUnmodifiedSince) != "" {
+		check = func(l *links.Link) error {
+			j, modified := h.view(l)
+			body, err := json.Marshal(j)
+			if err != nil {
+				return err
+			}
+			if precondition(c, strongETag(body), modified) == fiber.StatusPreconditionFailed {
+				return links.Errorf(links.EPRECONDITION, "The link's current ETag does not match If-Match.")
+			}
+			return nil
+		}
+	}
+	if err := h.cfg.Links.Delete(c.UserContext(), code, check); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -106,14 +138,22 @@ func (h *Handlers) ListLinks(c *fiber.Ctx) error {
 	}
 	resp := listResponse{Links: make([]linkJSON, 0, len(ls))}
 	for _, l := range ls {
-		resp.Links = append(resp.Links, h.toJSON(l))
+		j, _ := h.view(l)
+		resp.Links = append(resp.Links, j)
 	}
 	if next.AfterID != 0 {
 		s := encodeCursor(next)
 		resp.NextCursor = &s
 	}
+	body, err := json.Marshal(resp)
+	if err != nil {
+		return err
+	}
 	c.Set(fiber.HeaderCacheControl, "private, no-cache")
-	return c.JSON(resp)
+	c.Vary(fiber.HeaderAuthorization)
+	// Last-Modified is left out: a deletion changes the page without
+	// changing any remaining link's time. The ETag covers every change.
+	return sendConditional(c, body, time.Time{})
 }
 
 func parseListParams(c *fiber.Ctx) (links.ListParams, error) {

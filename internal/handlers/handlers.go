@@ -29,7 +29,7 @@ type LinkService interface {
 // ClickCounter counts redirects (clicks.Counter).
 type ClickCounter interface {
 	Add(code string)
-	Pending(code string) int64
+	Pending(code string) (int64, time.Time)
 }
 
 // Authenticator checks API keys (apikeys.Authenticator). It returns an
@@ -88,14 +88,17 @@ type linkJSON struct {
 	Clicks    int64      `json:"clicks"`
 }
 
-func (h *Handlers) toJSON(l *links.Link) linkJSON {
+// view is the representation of l, counting clicks not yet flushed, and
+// when it last changed.
+func (h *Handlers) view(l *links.Link) (linkJSON, time.Time) {
+	pending, lastClick := h.cfg.Clicks.Pending(l.Code)
 	j := linkJSON{
 		Code: l.Code, ShortURL: h.cfg.BaseURL + "/" + l.Code, URL: l.URL, Redirect: l.Redirect,
-		CreatedAt: l.CreatedAt, Clicks: l.Clicks + h.cfg.Clicks.Pending(l.Code),
+		CreatedAt: l.CreatedAt, Clicks: l.Clicks + pending,
 	}
 	if !l.ExpiresAt.IsZero() {
 		exp := l.ExpiresAt
 		j.ExpiresAt = &exp
 	}
-	return j
+	return j, lastModified(l, lastClick)
 }

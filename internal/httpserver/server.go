@@ -19,12 +19,15 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/linkgate/linkgate/internal/handlers"
+	"github.com/linkgate/linkgate/internal/health"
 )
 
 // Config configures the app.
 type Config struct {
 	// Handlers serves the routes. Required.
 	Handlers *handlers.Handlers
+	// Health serves /live, /ready and /health. Required.
+	Health *health.Health
 	// Logger receives the JSON access log. Default: discard.
 	Logger *slog.Logger
 	// ReadTimeout, WriteTimeout, IdleTimeout bound each connection (Fiber's
@@ -36,8 +39,8 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.Handlers == nil {
-		return fmt.Errorf("httpserver: Handlers is required")
+	if c.Handlers == nil || c.Health == nil {
+		return fmt.Errorf("httpserver: Handlers and Health are required")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -87,10 +90,10 @@ func New(cfg Config) (*fiber.App, error) {
 	app.Use(requestLog(cfg.Logger, h.ErrorHandler))
 	app.Use(recover.New())
 
-	app.Get("/live", func(c *fiber.Ctx) error {
-		c.Set(fiber.HeaderCacheControl, "no-store")
-		return c.SendStatus(fiber.StatusOK)
-	})
+	// Probes first: nothing after this point (limits, auth) may refuse them.
+	app.Get("/live", cfg.Health.Live)
+	app.Get("/ready", cfg.Health.Ready)
+	app.Get("/health", cfg.Health.Health)
 
 	api := app.Group("/api/v1", h.Authenticate)
 	api.Post("/links", h.CreateLink)

@@ -40,6 +40,9 @@ type Link struct {
 	ExpiresAt time.Time
 	// Clicks is the number of redirects flushed to the store so far.
 	Clicks int64
+	// UpdatedAt is when the stored row last changed (clicks flushed); the
+	// zero time when it never changed after creation.
+	UpdatedAt time.Time
 }
 
 // Expired reports whether l has an expiry at or before now.

@@ -186,3 +186,29 @@ func TestKeysCreate(t *testing.T) {
 		t.Fatalf("list with a wrong key: %d, want 401", r.Status)
 	}
 }
+
+func TestProbeSubcommand(t *testing.T) {
+	s := startServer(t, "sqlite://"+t.TempDir()+"/probe.db")
+	if out, err := exec.Command(binary, "probe", s.URL+"/ready").CombinedOutput(); err != nil {
+		t.Fatalf("probe /ready of a ready server: %v %s", err, out)
+	}
+	if err := exec.Command(binary, "probe", s.URL+"/nosuchcode").Run(); err == nil {
+		t.Fatal("probe of a 404 succeeded")
+	}
+	s.kill()
+	if err := exec.Command(binary, "probe", s.URL+"/ready").Run(); err == nil {
+		t.Fatal("probe of a dead server succeeded")
+	}
+}
+
+// A valid X-Request-ID is echoed; an invalid one is replaced.
+func TestRequestID(t *testing.T) {
+	s := startServer(t, "sqlite://"+t.TempDir()+"/rid.db")
+	if r := do(t, "GET", s.URL+"/nosuch", nil, "X-Request-ID: abc-123.x"); r.Header.Get("X-Request-ID") != "abc-123.x" {
+		t.Fatalf("valid request ID not echoed: %q", r.Header.Get("X-Request-ID"))
+	}
+	r := do(t, "GET", s.URL+"/nosuch", nil, "X-Request-ID: bad id <script>")
+	if got := r.Header.Get("X-Request-ID"); got == "" || strings.ContainsAny(got, " <>") {
+		t.Fatalf("invalid request ID not replaced: %q", got)
+	}
+}
