@@ -103,6 +103,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		WriteTimeout:   cfg.WriteTimeout,
 		IdleTimeout:    cfg.IdleTimeout,
 		TrustedProxies: cfg.TrustedProxies,
+		CORSOrigins:    cfg.CORSOrigins,
 	})
 	if err != nil {
 		return err

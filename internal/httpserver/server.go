@@ -4,9 +4,10 @@
 //
 // Order, outermost first: unknown-method guard (fasthttp level) → request ID
 // and access log (which also renders errors, so the logged status is the
-// status sent) → panic recovery → routes. Probe routes come before anything
-// that could refuse them; the API group authenticates; the redirect route is
-// last, so that fixed paths win over /:code.
+// status sent) → Connection: close while draining → panic recovery → routes.
+// Probe routes come before anything that could refuse them; the API group
+// runs CORS (only for requests with Origin) and then authentication; the
+// redirect route is last, so that fixed paths win over /:code.
 package httpserver
 
 import (
@@ -36,6 +37,8 @@ type Config struct {
 	// TrustedProxies are IPs/CIDRs whose X-Real-IP header names the client.
 	// Empty: the socket peer is the client, whatever headers say.
 	TrustedProxies []string
+	// CORSOrigins may call the API from browsers. Empty: no CORS headers.
+	CORSOrigins []string
 }
 
 func (c *Config) defaults() error {
@@ -88,6 +91,7 @@ func New(cfg Config) (*fiber.App, error) {
 	guardUnknownMethods(app)
 
 	app.Use(requestLog(cfg.Logger, h.ErrorHandler))
+	app.Use(closeWhileDraining(cfg.Health))
 	app.Use(recover.New())
 
 	// Probes first: nothing after this point (limits, auth) may refuse them.
@@ -95,7 +99,11 @@ func New(cfg Config) (*fiber.App, error) {
 	app.Get("/ready", cfg.Health.Ready)
 	app.Get("/health", cfg.Health.Health)
 
-	api := app.Group("/api/v1", h.Authenticate)
+	apiChain := []fiber.Handler{h.Authenticate}
+	if len(cfg.CORSOrigins) > 0 {
+		apiChain = append([]fiber.Handler{newCORS(cfg.CORSOrigins)}, apiChain...)
+	}
+	api := app.Group("/api/v1", apiChain...)
 	api.Post("/links", h.CreateLink)
 	api.Get("/links", h.RequireAdmin, h.ListLinks)
 	api.Get("/links/:code", h.GetLink)
@@ -126,5 +134,17 @@ func guardUnknownMethods(app *fiber.App) {
 		rc.SetStatusCode(fiber.StatusMethodNotAllowed)
 		rc.SetContentType("application/problem+json")
 		rc.SetBodyString(`{"type":"urn:linkgate:problem:method-not-allowed","title":"Method not allowed.","status":405,"detail":"Unknown HTTP method."}`)
+	}
+}
+
+// closeWhileDraining answers with Connection: close once shutdown has begun,
+// so that proxies stop reusing connections to this instance during the
+// shutdown delay and none is mid-request when the listener closes.
+func closeWhileDraining(h *health.Health) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if h.Draining() {
+			c.Context().SetConnectionClose()
+		}
+		return c.Next()
 	}
 }
