@@ -15,7 +15,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/linkgate/linkgate/internal/apikeys"
+	"github.com/linkgate/linkgate/internal/cache"
 	"github.com/linkgate/linkgate/internal/clicks"
 	"github.com/linkgate/linkgate/internal/config"
 	"github.com/linkgate/linkgate/internal/handlers"
@@ -62,12 +65,40 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	rdb, err := openRedis(cfg.RedisURL, cfg.RedisTimeout)
+	if err != nil {
+		return err
+	}
+	if rdb != nil {
+		defer rdb.Close()
+	}
+	var cacheRedis cache.Redis // a nil *redis.Client must stay a nil interface
+	if rdb != nil {
+		cacheRedis = rdb
+	}
+	resolver, err := cache.New(cache.Config{
+		Source:       st,
+		Redis:        cacheRedis,
+		LRUSize:      cfg.CacheSize,
+		LRUTTL:       cfg.CacheTTL,
+		RedisTTL:     cfg.RedisCacheTTL,
+		NegativeTTL:  cfg.NegativeTTL,
+		RedisTimeout: cfg.RedisTimeout,
+		Logger:       logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer resolver.Close()
+
 	counter, err := clicks.New(clicks.Config{Sink: st, Interval: cfg.ClickFlush, Logger: logger})
 	if err != nil {
 		return err
 	}
 	svc, err := links.NewService(links.ServiceConfig{
-		Store:  st,
+		Store:       st,
+		Resolver:    resolver,
+		Invalidator: resolver,
 		URLs:   links.URLPolicy{OwnHosts: cfg.OwnHosts()},
 		Logger: logger,
 	})
@@ -86,12 +117,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	probes, err := health.New(health.Config{
-		Version: version,
-		Checks: []health.Check{
-			{Name: "store", ComponentType: "datastore", Critical: true, Probe: st.Ping},
-		},
-	})
+	checks := []health.Check{{Name: "store", ComponentType: "datastore", Critical: true, Probe: st.Ping}}
+	if rdb != nil {
+		// Not critical: redirects and the limiter fail open without Redis.
+		checks = append(checks, health.Check{Name: "redis", ComponentType: "datastore",
+			Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
+	}
+	probes, err := health.New(health.Config{Version: version, Checks: checks})
 	if err != nil {
 		return err
 	}
@@ -119,8 +151,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	var workers sync.WaitGroup
-	workers.Add(1)
+	workers.Add(2)
 	go func() { defer workers.Done(); _ = counter.Run(workCtx) }()
+	go func() { defer workers.Done(); _ = resolver.Run(workCtx) }() // cross-instance invalidations
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- app.Listener(ln) }()
@@ -149,6 +182,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	stopWork()
 	workers.Wait() // final click flush
+	// Deferred, in reverse: cache, Redis, store.
 	logger.Info("linkgate stopped")
 	return runErr
 }
@@ -211,4 +245,25 @@ func runProbe(ctx context.Context, args []string) error {
 		return fmt.Errorf("probe: %s answered %d", args[0], resp.StatusCode)
 	}
 	return nil
+}
+
+// openRedis returns a client for url, or nil when url is empty. Every call
+// made with a context is bounded by that context (the request path sets
+// timeout); the client never retries, dials and waits for a pooled
+// connection only briefly, so a dead Redis costs milliseconds, not seconds.
+func openRedis(url string, timeout time.Duration) (*redis.Client, error) {
+	if url == "" {
+		return nil, nil
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("LINKGATE_REDIS_URL: %w", err)
+	}
+	opt.ContextTimeoutEnabled = true
+	opt.MaxRetries = -1 // no retries: callers fall back instead
+	opt.DialTimeout = max(4*timeout, 200*time.Millisecond)
+	opt.ReadTimeout = max(4*timeout, 200*time.Millisecond)
+	opt.WriteTimeout = opt.ReadTimeout
+	opt.PoolTimeout = max(2*timeout, 100*time.Millisecond)
+	return redis.NewClient(opt), nil
 }

@@ -18,21 +18,28 @@ import (
 type Store interface {
 	// CreateLink inserts l and sets l.ID. It returns an ECONFLICT error when
 	// the code exists (the unique index decides, so concurrent creates of one
-	// code give exactly one success).
+	// code give exactly one success). Times are stored in UTC at microsecond
+	// precision, and l's times are set to the stored values.
+	// Nil l is an EINVALID error.
 	CreateLink(ctx context.Context, l *links.Link) error
 	// GetLink returns the link with the code, or an ENOTFOUND error.
 	GetLink(ctx context.Context, code string) (*links.Link, error)
 	// DeleteLink removes the link, or returns an ENOTFOUND error.
 	DeleteLink(ctx context.Context, code string) error
 	// ListLinks returns up to p.Limit links with ID < p.Cursor.AfterID (all
-	// when AfterID is 0), newest (highest ID) first.
+	// when AfterID is 0), newest (highest ID) first. A Limit below 1 means
+	// links.DefaultListLimit; one above links.MaxListLimit is capped.
 	ListLinks(ctx context.Context, p links.ListParams) ([]*links.Link, error)
-	// AddClicks adds each count to its link's clicks in one transaction.
-	// Codes that no longer exist are ignored.
+	// AddClicks adds each count to its link's clicks in one transaction and
+	// sets the changed links' UpdatedAt to the store's clock (never moving it
+	// back). Codes that no longer exist and zero counts are ignored; a
+	// negative count is an EINVALID error and nothing is written.
 	AddClicks(ctx context.Context, counts map[string]int64) error
 	// CreateAPIKey inserts k, or returns an ECONFLICT error when k.ID exists.
+	// A nil k or a Hash that is not 32 bytes is an EINVALID error.
 	CreateAPIKey(ctx context.Context, k *links.APIKey) error
-	// PutAPIKey inserts k or replaces the key with the same ID.
+	// PutAPIKey inserts k or replaces the key with the same ID; k is checked
+	// as in CreateAPIKey.
 	PutAPIKey(ctx context.Context, k *links.APIKey) error
 	// GetAPIKey returns the key with the ID, or an ENOTFOUND error.
 	GetAPIKey(ctx context.Context, id string) (*links.APIKey, error)

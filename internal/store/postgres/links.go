@@ -1,0 +1,249 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/linkgate/linkgate/internal/links"
+)
+
+const linkColumns = "id, code, url, redirect, created_at, expires_at, clicks, updated_at"
+
+// CreateLink inserts l and sets l.ID. It converts l's times (CreatedAt,
+// ExpiresAt, UpdatedAt: normally zero) to UTC truncated to the microsecond,
+// the values stored, so l equals what a later GetLink returns. An existing
+// code gives an ECONFLICT error (the unique index decides) and leaves l
+// unchanged.
+func (s *Store) CreateLink(ctx context.Context, l *links.Link) error {
+	if l == nil {
+		return fmt.Errorf("create link: %w", links.Errorf(links.EINVALID, "no link given"))
+	}
+	created, expires, updated := normTime(l.CreatedAt), normTime(l.ExpiresAt), normTime(l.UpdatedAt)
+	var id int64
+	err := s.pool.QueryRow(ctx,
+		`INSERT INTO links (code, url, redirect, created_at, expires_at, clicks, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+		l.Code, l.URL, l.Redirect, created, nullTime(expires), l.Clicks, nullTime(updated)).Scan(&id)
+	if isUniqueViolation(err) {
+		return fmt.Errorf("create link: %w", links.Errorf(links.ECONFLICT, "the code %q is already taken", l.Code))
+	} else if err != nil {
+		return fmt.Errorf("create link: %w", err)
+	}
+	l.ID, l.CreatedAt, l.ExpiresAt, l.UpdatedAt = id, created, expires, updated
+	return nil
+}
+
+// GetLink returns the link with the code, or an ENOTFOUND error.
+func (s *Store) GetLink(ctx context.Context, code string) (*links.Link, error) {
+	l, err := scanLink(s.pool.QueryRow(ctx, "SELECT "+linkColumns+" FROM links WHERE code = $1", code))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("get link: %w", links.Errorf(links.ENOTFOUND, "no link with code %q", code))
+	} else if err != nil {
+		return nil, fmt.Errorf("get link: %w", err)
+	}
+	return l, nil
+}
+
+// DeleteLink removes the link, or returns an ENOTFOUND error.
+func (s *Store) DeleteLink(ctx context.Context, code string) error {
+	tag, err := s.pool.Exec(ctx, "DELETE FROM links WHERE code = $1", code)
+	if err != nil {
+		return fmt.Errorf("delete link: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("delete link: %w", links.Errorf(links.ENOTFOUND, "no link with code %q", code))
+	}
+	return nil
+}
+
+// ListLinks returns up to p.Limit links with ID < p.Cursor.AfterID (all when
+// AfterID is 0), highest ID first. A Limit below 1 means
+// links.DefaultListLimit; one above links.MaxListLimit is capped to it.
+func (s *Store) ListLinks(ctx context.Context, p links.ListParams) ([]*links.Link, error) {
+	limit := clampLimit(p.Limit)
+	var rows pgx.Rows
+	var err error
+	if p.Cursor.AfterID == 0 {
+		rows, err = s.pool.Query(ctx, "SELECT "+linkColumns+" FROM links ORDER BY id DESC LIMIT $1", limit)
+	} else {
+		rows, err = s.pool.Query(ctx,
+			"SELECT "+linkColumns+" FROM links WHERE id < $1 ORDER BY id DESC LIMIT $2", p.Cursor.AfterID, limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*links.Link, error) { return scanLink(row) })
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	if out == nil {
+		out = []*links.Link{}
+	}
+	return out, nil
+}
+
+// AddClicks adds each count to its link's clicks in one transaction and two
+// statements, whatever the number of codes: it locks the rows in id order
+// (so concurrent batches over the same codes queue instead of deadlocking),
+// then updates them all from unnest of two arrays, setting UpdatedAt to
+// Config.Now (never moving it backwards, whatever the instances' clocks).
+// Unknown codes and zero counts are skipped; a negative count is an EINVALID
+// error and nothing is written.
+func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
+	codes, err := clickCodes(counts)
+	if err != nil || len(codes) == 0 {
+		return err
+	}
+	now := normTime(s.now())
+	ns := make([]int64, len(codes))
+	for i, c := range codes {
+		ns[i] = counts[c]
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx,
+			"SELECT 1 FROM links WHERE code = ANY($1::text[]) ORDER BY id FOR UPDATE", codes); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE links AS l SET clicks = l.clicks + v.n, updated_at = GREATEST(l.updated_at, $3)
+			FROM unnest($1::text[], $2::bigint[]) AS v(code, n) WHERE l.code = v.code`, codes, ns, now)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("add clicks: %w", err)
+	}
+	return nil
+}
+
+// CreateAPIKey inserts k, or returns an ECONFLICT error when k.ID exists. The
+// hash must be 32 bytes (EINVALID otherwise). k.CreatedAt is normalised as in
+// CreateLink.
+func (s *Store) CreateAPIKey(ctx context.Context, k *links.APIKey) error {
+	if err := checkKey(k); err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	created := normTime(k.CreatedAt)
+	_, err := s.pool.Exec(ctx,
+		"INSERT INTO api_keys (id, name, hash, admin, created_at) VALUES ($1, $2, $3, $4, $5)",
+		k.ID, k.Name, k.Hash, k.Admin, created)
+	if isUniqueViolation(err) {
+		return fmt.Errorf("create api key: %w", links.Errorf(links.ECONFLICT, "an API key with id %q exists", k.ID))
+	} else if err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	k.CreatedAt = created
+	return nil
+}
+
+// PutAPIKey inserts k or replaces every field of the key with the same ID.
+func (s *Store) PutAPIKey(ctx context.Context, k *links.APIKey) error {
+	if err := checkKey(k); err != nil {
+		return fmt.Errorf("put api key: %w", err)
+	}
+	created := normTime(k.CreatedAt)
+	if _, err := s.pool.Exec(ctx, `INSERT INTO api_keys (id, name, hash, admin, created_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, hash = excluded.hash,
+			admin = excluded.admin, created_at = excluded.created_at`,
+		k.ID, k.Name, k.Hash, k.Admin, created); err != nil {
+		return fmt.Errorf("put api key: %w", err)
+	}
+	k.CreatedAt = created
+	return nil
+}
+
+// GetAPIKey returns the key with the ID, or an ENOTFOUND error.
+func (s *Store) GetAPIKey(ctx context.Context, id string) (*links.APIKey, error) {
+	var k links.APIKey
+	var created time.Time
+	err := s.pool.QueryRow(ctx, "SELECT id, name, hash, admin, created_at FROM api_keys WHERE id = $1", id).
+		Scan(&k.ID, &k.Name, &k.Hash, &k.Admin, &created)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("get api key: %w", links.Errorf(links.ENOTFOUND, "no API key with id %q", id))
+	} else if err != nil {
+		return nil, fmt.Errorf("get api key: %w", err)
+	}
+	k.CreatedAt = created.UTC()
+	return &k, nil
+}
+
+// scanLink reads one row of linkColumns into a new Link.
+func scanLink(row pgx.Row) (*links.Link, error) {
+	var l links.Link
+	var expires, updated *time.Time
+	var redirect int32
+	if err := row.Scan(&l.ID, &l.Code, &l.URL, &redirect, &l.CreatedAt, &expires, &l.Clicks, &updated); err != nil {
+		return nil, err
+	}
+	if updated != nil {
+		l.UpdatedAt = updated.UTC()
+	}
+	l.Redirect = int(redirect)
+	l.CreatedAt = l.CreatedAt.UTC()
+	if expires != nil {
+		l.ExpiresAt = expires.UTC()
+	}
+	return &l, nil
+}
+
+// isUniqueViolation reports whether err is SQLSTATE 23505 (unique_violation).
+func isUniqueViolation(err error) bool {
+	var e *pgconn.PgError
+	return errors.As(err, &e) && e.Code == "23505"
+}
+
+// normTime is t as stored: UTC, truncated to the microsecond; the zero time
+// stays zero.
+func normTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+// nullTime stores the zero time as NULL.
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func clampLimit(n int) int {
+	switch {
+	case n < 1:
+		return links.DefaultListLimit
+	case n > links.MaxListLimit:
+		return links.MaxListLimit
+	}
+	return n
+}
+
+// clickCodes returns the codes with a positive count, sorted, or an EINVALID
+// error for a negative count.
+func clickCodes(counts map[string]int64) ([]string, error) {
+	codes := make([]string, 0, len(counts))
+	for code, n := range counts {
+		if n < 0 {
+			return nil, fmt.Errorf("add clicks: %w", links.Errorf(links.EINVALID, "negative click count %d for %q", n, code))
+		}
+		if n > 0 {
+			codes = append(codes, code)
+		}
+	}
+	slices.Sort(codes)
+	return codes, nil
+}
+
+func checkKey(k *links.APIKey) error {
+	if k == nil {
+		return links.Errorf(links.EINVALID, "no API key given")
+	}
+	if len(k.Hash) != 32 {
+		return links.Errorf(links.EINVALID, "API key hash is %d bytes, want 32 (SHA-256)", len(k.Hash))
+	}
+	return nil
+}

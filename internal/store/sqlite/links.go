@@ -1,0 +1,273 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/linkgate/linkgate/internal/links"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+const linkColumns = "id, code, url, redirect, created_at, expires_at, clicks, updated_at"
+
+// CreateLink inserts l and sets l.ID. It converts l's times (CreatedAt,
+// ExpiresAt, UpdatedAt: normally zero) to UTC truncated to the microsecond,
+// the values stored, so l equals what a later GetLink returns. An existing
+// code gives an ECONFLICT error (the unique index decides) and leaves l
+// unchanged.
+func (s *Store) CreateLink(ctx context.Context, l *links.Link) error {
+	if l == nil {
+		return fmt.Errorf("create link: %w", links.Errorf(links.EINVALID, "no link given"))
+	}
+	created, expires, updated := normTime(l.CreatedAt), normTime(l.ExpiresAt), normTime(l.UpdatedAt)
+	// Exec, not INSERT ... RETURNING: Exec steps the statement to its end, so
+	// an error while committing (the WAL fsync) is returned here. The single
+	// write connection makes LastInsertId this insert's id.
+	res, err := s.w.ExecContext(ctx,
+		"INSERT INTO links (code, url, redirect, created_at, expires_at, clicks, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+		l.Code, l.URL, l.Redirect, created.UnixMicro(), nullMicros(expires), l.Clicks, nullMicros(updated))
+	if isUniqueViolation(err) {
+		return fmt.Errorf("create link: %w", links.Errorf(links.ECONFLICT, "the code %q is already taken", l.Code))
+	} else if err != nil {
+		return fmt.Errorf("create link: %w", err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return fmt.Errorf("create link: %w", err)
+	}
+	l.ID, l.CreatedAt, l.ExpiresAt, l.UpdatedAt = id, created, expires, updated
+	return nil
+}
+
+// GetLink returns the link with the code, or an ENOTFOUND error.
+func (s *Store) GetLink(ctx context.Context, code string) (*links.Link, error) {
+	row := s.r.QueryRowContext(ctx, "SELECT "+linkColumns+" FROM links WHERE code = ?", code)
+	l, err := scanLink(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("get link: %w", links.Errorf(links.ENOTFOUND, "no link with code %q", code))
+	} else if err != nil {
+		return nil, fmt.Errorf("get link: %w", err)
+	}
+	return l, nil
+}
+
+// DeleteLink removes the link, or returns an ENOTFOUND error.
+func (s *Store) DeleteLink(ctx context.Context, code string) error {
+	res, err := s.w.ExecContext(ctx, "DELETE FROM links WHERE code = ?", code)
+	if err != nil {
+		return fmt.Errorf("delete link: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("delete link: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("delete link: %w", links.Errorf(links.ENOTFOUND, "no link with code %q", code))
+	}
+	return nil
+}
+
+// ListLinks returns up to p.Limit links with ID < p.Cursor.AfterID (all when
+// AfterID is 0), highest ID first. A Limit below 1 means
+// links.DefaultListLimit; one above links.MaxListLimit is capped to it.
+func (s *Store) ListLinks(ctx context.Context, p links.ListParams) ([]*links.Link, error) {
+	limit := clampLimit(p.Limit)
+	var rows *sql.Rows
+	var err error
+	if p.Cursor.AfterID == 0 {
+		rows, err = s.r.QueryContext(ctx,
+			"SELECT "+linkColumns+" FROM links ORDER BY id DESC LIMIT ?", limit)
+	} else {
+		rows, err = s.r.QueryContext(ctx,
+			"SELECT "+linkColumns+" FROM links WHERE id < ? ORDER BY id DESC LIMIT ?", p.Cursor.AfterID, limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	defer rows.Close()
+	out := make([]*links.Link, 0, min(limit, 64))
+	for rows.Next() {
+		l, err := scanLink(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list links: %w", err)
+		}
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	return out, nil
+}
+
+// AddClicks adds each count to its link's clicks in one transaction, with one
+// prepared UPDATE run per code, and sets UpdatedAt of each changed link to
+// Config.Now (never moving it backwards). Unknown codes and zero counts are
+// skipped; a negative count is an EINVALID error and nothing is written.
+func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
+	codes, err := clickCodes(counts)
+	if err != nil || len(codes) == 0 {
+		return err
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("add clicks: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }() // a no-op after Commit
+	now := normTime(s.now()).UnixMicro()
+	stmt, err := tx.PrepareContext(ctx,
+		"UPDATE links SET clicks = clicks + ?1, updated_at = max(coalesce(updated_at, ?2), ?2) WHERE code = ?3")
+	if err != nil {
+		return fmt.Errorf("add clicks: %w", err)
+	}
+	defer stmt.Close()
+	for _, code := range codes {
+		if _, err := stmt.ExecContext(ctx, counts[code], now, code); err != nil {
+			return fmt.Errorf("add clicks: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("add clicks: %w", err)
+	}
+	return nil
+}
+
+// CreateAPIKey inserts k, or returns an ECONFLICT error when k.ID exists. The
+// hash must be 32 bytes (EINVALID otherwise). k.CreatedAt is normalised as in
+// CreateLink.
+func (s *Store) CreateAPIKey(ctx context.Context, k *links.APIKey) error {
+	if err := checkKey(k); err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	created := normTime(k.CreatedAt)
+	_, err := s.w.ExecContext(ctx,
+		"INSERT INTO api_keys (id, name, hash, admin, created_at) VALUES (?, ?, ?, ?, ?)",
+		k.ID, k.Name, k.Hash, k.Admin, created.UnixMicro())
+	if isUniqueViolation(err) {
+		return fmt.Errorf("create api key: %w", links.Errorf(links.ECONFLICT, "an API key with id %q exists", k.ID))
+	} else if err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	k.CreatedAt = created
+	return nil
+}
+
+// PutAPIKey inserts k or replaces every field of the key with the same ID.
+func (s *Store) PutAPIKey(ctx context.Context, k *links.APIKey) error {
+	if err := checkKey(k); err != nil {
+		return fmt.Errorf("put api key: %w", err)
+	}
+	created := normTime(k.CreatedAt)
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO api_keys (id, name, hash, admin, created_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, hash = excluded.hash,
+			admin = excluded.admin, created_at = excluded.created_at`,
+		k.ID, k.Name, k.Hash, k.Admin, created.UnixMicro()); err != nil {
+		return fmt.Errorf("put api key: %w", err)
+	}
+	k.CreatedAt = created
+	return nil
+}
+
+// GetAPIKey returns the key with the ID, or an ENOTFOUND error.
+func (s *Store) GetAPIKey(ctx context.Context, id string) (*links.APIKey, error) {
+	var k links.APIKey
+	var created int64
+	err := s.r.QueryRowContext(ctx, "SELECT id, name, hash, admin, created_at FROM api_keys WHERE id = ?", id).
+		Scan(&k.ID, &k.Name, &k.Hash, &k.Admin, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("get api key: %w", links.Errorf(links.ENOTFOUND, "no API key with id %q", id))
+	} else if err != nil {
+		return nil, fmt.Errorf("get api key: %w", err)
+	}
+	k.CreatedAt = fromMicros(created)
+	return &k, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+// scanLink reads one row of linkColumns into a new Link.
+func scanLink(row scanner) (*links.Link, error) {
+	var l links.Link
+	var created int64
+	var expires, updated sql.NullInt64
+	if err := row.Scan(&l.ID, &l.Code, &l.URL, &l.Redirect, &created, &expires, &l.Clicks, &updated); err != nil {
+		return nil, err
+	}
+	l.CreatedAt = fromMicros(created)
+	if expires.Valid {
+		l.ExpiresAt = fromMicros(expires.Int64)
+	}
+	if updated.Valid {
+		l.UpdatedAt = fromMicros(updated.Int64)
+	}
+	return &l, nil
+}
+
+// isUniqueViolation reports whether err is a UNIQUE or PRIMARY KEY constraint
+// failure.
+func isUniqueViolation(err error) bool {
+	var e *sqlite.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || e.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
+// normTime is t as stored: UTC, truncated to the microsecond; the zero time
+// stays zero.
+func normTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// nullMicros stores the zero time as NULL.
+func nullMicros(t time.Time) sql.NullInt64 {
+	if t.IsZero() {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
+}
+
+func clampLimit(n int) int {
+	switch {
+	case n < 1:
+		return links.DefaultListLimit
+	case n > links.MaxListLimit:
+		return links.MaxListLimit
+	}
+	return n
+}
+
+// clickCodes returns the codes with a positive count, sorted, or an EINVALID
+// error for a negative count.
+func clickCodes(counts map[string]int64) ([]string, error) {
+	codes := make([]string, 0, len(counts))
+	for code, n := range counts {
+		if n < 0 {
+			return nil, fmt.Errorf("add clicks: %w", links.Errorf(links.EINVALID, "negative click count %d for %q", n, code))
+		}
+		if n > 0 {
+			codes = append(codes, code)
+		}
+	}
+	slices.Sort(codes)
+	return codes, nil
+}
+
+func checkKey(k *links.APIKey) error {
+	if k == nil {
+		return links.Errorf(links.EINVALID, "no API key given")
+	}
+	if len(k.Hash) != 32 {
+		return links.Errorf(links.EINVALID, "API key hash is %d bytes, want 32 (SHA-256)", len(k.Hash))
+	}
+	return nil
+}
