@@ -99,8 +99,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Store:       st,
 		Resolver:    resolver,
 		Invalidator: resolver,
-		URLs:   links.URLPolicy{OwnHosts: cfg.OwnHosts()},
-		Logger: logger,
+		URLs:        links.URLPolicy{OwnHosts: cfg.OwnHosts()},
+		Logger:      logger,
 	})
 	if err != nil {
 		return err
