@@ -25,6 +25,7 @@ import (
 	"github.com/linkgate/linkgate/internal/health"
 	"github.com/linkgate/linkgate/internal/httpserver"
 	"github.com/linkgate/linkgate/internal/links"
+	"github.com/linkgate/linkgate/internal/metrics"
 	"github.com/linkgate/linkgate/internal/store"
 )
 
@@ -54,11 +55,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{Logger: logger})
+	m, err := metrics.New(metrics.Config{Version: version, Logger: logger})
+	if err != nil {
+		return err
+	}
+	rawStore, err := store.Open(ctx, cfg.DatabaseURL, store.Options{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
-	defer st.Close()
+	defer rawStore.Close()
+	st := metrics.InstrumentStore(rawStore, m)
 	if cfg.AdminKey != "" {
 		if err := apikeys.Bootstrap(ctx, st, cfg.AdminKey); err != nil {
 			return err
@@ -84,12 +90,19 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		RedisTTL:     cfg.RedisCacheTTL,
 		NegativeTTL:  cfg.NegativeTTL,
 		RedisTimeout: cfg.RedisTimeout,
+		Recorder:     m,
 		Logger:       logger,
 	})
 	if err != nil {
 		return err
 	}
 	defer resolver.Close()
+	if err := m.SetCacheEntries(metrics.EntriesLRU, resolver.Len); err != nil {
+		return err
+	}
+	if err := m.SetCacheEntries(metrics.EntriesLRUNegative, resolver.NegativeLen); err != nil {
+		return err
+	}
 
 	counter, err := clicks.New(clicks.Config{Sink: st, Interval: cfg.ClickFlush, Logger: logger})
 	if err != nil {
@@ -112,6 +125,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		BaseURL:        cfg.BaseURL.String(),
 		PublicCreate:   cfg.PublicCreate,
 		RedirectMaxAge: cfg.RedirectMaxAge,
+		Metrics:        m,
 		Logger:         logger,
 	})
 	if err != nil {
@@ -130,6 +144,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	app, err := httpserver.New(httpserver.Config{
 		Handlers:       h,
 		Health:         probes,
+		Registry:       m.Registry(),
+		MetricsHandler: m.Handler(),
 		Logger:         logger,
 		ReadTimeout:    cfg.ReadTimeout,
 		WriteTimeout:   cfg.WriteTimeout,

@@ -55,6 +55,7 @@ func (h *Handlers) CreateLink(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	h.cfg.Metrics.LinkCreated()
 	j, _ := h.view(l)
 	c.Location(j.ShortURL)
 	c.Set(fiber.HeaderCacheControl, "no-store")

@@ -38,6 +38,14 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (*links.APIKey, error)
 }
 
+// Metrics counts business events (metrics.Metrics).
+type Metrics interface {
+	LinkCreated()
+	// Redirect counts a redirect attempt by result: found, not_found,
+	// expired or error.
+	Redirect(result string)
+}
+
 // Config configures Handlers.
 type Config struct {
 	Links  LinkService   // required
@@ -49,9 +57,16 @@ type Config struct {
 	PublicCreate bool
 	// RedirectMaxAge is the max-age of Cache-Control on redirects.
 	RedirectMaxAge time.Duration
+	// Metrics; default none.
+	Metrics Metrics
 	// Logger; default discard.
 	Logger *slog.Logger
 }
+
+type noMetrics struct{}
+
+func (noMetrics) LinkCreated()    {}
+func (noMetrics) Redirect(string) {}
 
 // Handlers are the route handlers; make them with New.
 type Handlers struct {
@@ -70,6 +85,9 @@ func New(cfg Config) (*Handlers, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
 	}
 	return &Handlers{
 		cfg:                  cfg,

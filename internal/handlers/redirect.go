@@ -2,6 +2,8 @@ package handlers
 
 import (
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/linkgate/linkgate/internal/links"
 )
 
 // Redirect handles GET and HEAD /:code: the link's status with Location and
@@ -11,8 +13,17 @@ import (
 func (h *Handlers) Redirect(c *fiber.Ctx) error {
 	l, err := h.cfg.Links.Resolve(c.UserContext(), c.Params("code"))
 	if err != nil {
+		switch links.ErrorCode(err) {
+		case links.ENOTFOUND:
+			h.cfg.Metrics.Redirect("not_found")
+		case links.EGONE:
+			h.cfg.Metrics.Redirect("expired")
+		default:
+			h.cfg.Metrics.Redirect("error")
+		}
 		return err
 	}
+	h.cfg.Metrics.Redirect("found")
 	if c.Method() == fiber.MethodGet {
 		h.cfg.Clicks.Add(l.Code) // l.Code is owned by the link, not a Fiber buffer
 	}

@@ -37,6 +37,7 @@ func (h *Handlers) SeedCreate(c *fiber.Ctx) error {
 		}
 		return err
 	}
+	h.cfg.Metrics.LinkCreated()
 	short := h.cfg.BaseURL + "/" + l.Code
 	c.Location(short)
 	return c.Status(fiber.StatusCreated).JSON(seedCreateResponse{URLLonga: l.URL, URLCurta: short})

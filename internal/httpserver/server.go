@@ -3,11 +3,11 @@
 // routes. It is the one place that says which middleware runs where.
 //
 // Order, outermost first: unknown-method guard (fasthttp level) → request ID
-// and access log (which also renders errors, so the logged status is the
-// status sent) → Connection: close while draining → panic recovery → routes.
-// Probe routes come before anything that could refuse them; the API group
-// runs CORS (only for requests with Origin) and then authentication; the
-// redirect route is last, so that fixed paths win over /:code.
+// and access log → Connection: close while draining → the probe routes and
+// /metrics (which end the chain) → HTTP metrics → error rendering (so the
+// metrics and the log see the status sent) → panic recovery → routes. The API
+// group runs CORS (only for requests with Origin) and then authentication;
+// the redirect route is last, so that fixed paths win over /:code.
 package httpserver
 
 import (
@@ -15,8 +15,10 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ansrivas/fiberprometheus/v2"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"github.com/linkgate/linkgate/internal/handlers"
@@ -29,6 +31,10 @@ type Config struct {
 	Handlers *handlers.Handlers
 	// Health serves /live, /ready and /health. Required.
 	Health *health.Health
+	// Registry receives the HTTP RED metrics (fiberprometheus). Required.
+	Registry *prometheus.Registry
+	// MetricsHandler serves /metrics. Required.
+	MetricsHandler fiber.Handler
 	// Logger receives the JSON access log. Default: discard.
 	Logger *slog.Logger
 	// ReadTimeout, WriteTimeout, IdleTimeout bound each connection (Fiber's
@@ -42,8 +48,8 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.Handlers == nil || c.Health == nil {
-		return fmt.Errorf("httpserver: Handlers and Health are required")
+	if c.Handlers == nil || c.Health == nil || c.Registry == nil || c.MetricsHandler == nil {
+		return fmt.Errorf("httpserver: Handlers, Health, Registry and MetricsHandler are required")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -92,12 +98,21 @@ func New(cfg Config) (*fiber.App, error) {
 
 	app.Use(requestLog(cfg.Logger, h.ErrorHandler))
 	app.Use(closeWhileDraining(cfg.Health))
-	app.Use(recover.New())
 
-	// Probes first: nothing after this point (limits, auth) may refuse them.
+	// Probes and /metrics first: nothing after this point (limits, auth) may
+	// refuse them, and they stay out of the HTTP metrics. (fiberprometheus's
+	// own skip paths would turn their errors into empty 200s.)
 	app.Get("/live", cfg.Health.Live)
 	app.Get("/ready", cfg.Health.Ready)
 	app.Get("/health", cfg.Health.Health)
+	app.Get("/metrics", cfg.MetricsHandler)
+
+	// HTTP RED metrics labelled by route template. Errors are rendered just
+	// inside it, so it records the status sent (fiberprometheus would count any
+	// error that is not a *fiber.Error as 500).
+	app.Use(fiberprometheus.NewWithRegistry(cfg.Registry, "linkgate", "http", "", nil).Middleware)
+	app.Use(renderErrors(h.ErrorHandler))
+	app.Use(recover.New())
 
 	apiChain := []fiber.Handler{h.Authenticate}
 	if len(cfg.CORSOrigins) > 0 {
@@ -146,5 +161,16 @@ func closeWhileDraining(h *health.Health) fiber.Handler {
 			c.Context().SetConnectionClose()
 		}
 		return c.Next()
+	}
+}
+
+// renderErrors turns an error from the handlers inside it into its response
+// at once, so that middleware outside sees the final status.
+func renderErrors(errorHandler fiber.ErrorHandler) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if err := c.Next(); err != nil {
+			return errorHandler(c, err)
+		}
+		return nil
 	}
 }
