@@ -30,8 +30,6 @@ type Config struct {
 	FlushTimeout time.Duration
 	// Logger for flush failures. Default: discard.
 	Logger *slog.Logger
-	// Now is the clock. Default: time.Now.
-	Now func() time.Time
 }
 
 func (c *Config) defaults() error {
@@ -47,9 +45,6 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
 	return nil
 }
 
@@ -57,14 +52,8 @@ func (c *Config) defaults() error {
 type Counter struct {
 	cfg     Config
 	mu      sync.Mutex
-	pending map[string]pending
+	pending map[string]int64
 	flushMu sync.Mutex // one flush at a time, so retried batches keep their order
-}
-
-// pending is what a code collected since the last flush.
-type pending struct {
-	n    int64
-	last int64 // unix nanoseconds of the latest click
 }
 
 // New returns a Counter; call Run to flush periodically.
@@ -72,31 +61,22 @@ func New(cfg Config) (*Counter, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	return &Counter{cfg: cfg, pending: make(map[string]pending)}, nil
+	return &Counter{cfg: cfg, pending: make(map[string]int64)}, nil
 }
 
 // Add counts one click on code. code is kept as a map key: pass a string the
 // caller owns (not a Fiber buffer).
 func (c *Counter) Add(code string) {
-	now := c.cfg.Now().UnixNano()
 	c.mu.Lock()
-	p := c.pending[code]
-	p.n++
-	p.last = now
-	c.pending[code] = p
+	c.pending[code]++
 	c.mu.Unlock()
 }
 
-// Pending returns the clicks on code counted but not yet flushed, and the time
-// of the latest of them (zero when there are none).
-func (c *Counter) Pending(code string) (int64, time.Time) {
+// Pending returns the clicks on code counted but not yet flushed.
+func (c *Counter) Pending(code string) int64 {
 	c.mu.Lock()
-	p := c.pending[code]
-	c.mu.Unlock()
-	if p.n == 0 {
-		return 0, time.Time{}
-	}
-	return p.n, time.Unix(0, p.last)
+	defer c.mu.Unlock()
+	return c.pending[code]
 }
 
 // Flush writes everything counted so far. On failure the batch is merged back
@@ -110,22 +90,15 @@ func (c *Counter) Flush(ctx context.Context) error {
 		c.mu.Unlock()
 		return nil
 	}
-	c.pending = make(map[string]pending, len(batch))
+	c.pending = make(map[string]int64, len(batch))
 	c.mu.Unlock()
 
-	counts := make(map[string]int64, len(batch))
-	for code, p := range batch {
-		counts[code] = p.n
-	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.FlushTimeout)
 	defer cancel()
-	if err := c.cfg.Sink.AddClicks(ctx, counts); err != nil {
+	if err := c.cfg.Sink.AddClicks(ctx, batch); err != nil {
 		c.mu.Lock()
-		for code, p := range batch {
-			q := c.pending[code]
-			q.n += p.n
-			q.last = max(q.last, p.last)
-			c.pending[code] = q
+		for code, n := range batch {
+			c.pending[code] += n
 		}
 		c.mu.Unlock()
 		return fmt.Errorf("flush %d codes: %w", len(batch), err)

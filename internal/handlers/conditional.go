@@ -138,15 +138,11 @@ func sendConditional(c *fiber.Ctx, body []byte, lastModified time.Time) error {
 	return c.Send(body)
 }
 
-// lastModified of a link's representation: when it was created or last
-// counted a click, whichever is later.
-func lastModified(l *links.Link, lastClick time.Time) time.Time {
-	t := l.CreatedAt
-	if l.UpdatedAt.After(t) {
-		t = l.UpdatedAt
+// lastModified of a link's representation: when it was created or its
+// clicks were last flushed, whichever is later.
+func lastModified(l *links.Link) time.Time {
+	if l.UpdatedAt.After(l.CreatedAt) {
+		return l.UpdatedAt
 	}
-	if lastClick.After(t) {
-		t = lastClick
-	}
-	return t
+	return l.CreatedAt
 }

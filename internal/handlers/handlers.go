@@ -29,7 +29,6 @@ type LinkService interface {
 // ClickCounter counts redirects (clicks.Counter).
 type ClickCounter interface {
 	Add(code string)
-	Pending(code string) (int64, time.Time)
 }
 
 // Authenticator checks API keys (apikeys.Authenticator). It returns an
@@ -106,17 +105,18 @@ type linkJSON struct {
 	Clicks    int64      `json:"clicks"`
 }
 
-// view is the representation of l, counting clicks not yet flushed, and
-// when it last changed.
+// view is the representation of l and when it last changed. clicks is the
+// durable count, at most one flush interval behind: counts still in one
+// instance's memory are left out, so every instance shows the same
+// representation (and ETag) for the same stored link.
 func (h *Handlers) view(l *links.Link) (linkJSON, time.Time) {
-	pending, lastClick := h.cfg.Clicks.Pending(l.Code)
 	j := linkJSON{
 		Code: l.Code, ShortURL: h.cfg.BaseURL + "/" + l.Code, URL: l.URL, Redirect: l.Redirect,
-		CreatedAt: l.CreatedAt, Clicks: l.Clicks + pending,
+		CreatedAt: l.CreatedAt, Clicks: l.Clicks,
 	}
 	if !l.ExpiresAt.IsZero() {
 		exp := l.ExpiresAt
 		j.ExpiresAt = &exp
 	}
-	return j, lastModified(l, lastClick)
+	return j, lastModified(l)
 }

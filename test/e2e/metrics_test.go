@@ -46,16 +46,16 @@ func TestMetricsRecordWhatWasSent(t *testing.T) {
 
 	m := scrape(t, s)
 	want := map[string]float64{
-		`linkgate_links_created_total`:                                                                   1,
-		`linkgate_redirects_total{result="found"}`:                                                       3,
-		`linkgate_redirects_total{result="not_found"}`:                                                   2,
-		`linkgate_redirects_total{result="expired"}`:                                                     0,
-		`http_requests_total{method="GET",path="/:code",service="linkgate",status_code="302"}`:           3,
-		`http_requests_total{method="GET",path="/:code",service="linkgate",status_code="404"}`:           2,
-		`http_requests_total{method="POST",path="/api/v1/links",service="linkgate",status_code="201"}`:   1,
-		`http_requests_total{method="POST",path="/api/v1/links",service="linkgate",status_code="422"}`:   1,
-		`linkgate_cache_requests_total{layer="lru",result="hit"}`:                                        2,
-		`linkgate_ratelimit_decisions_total{decision="limited",policy="create"}`:                         0,
+		`linkgate_links_created_total`:                                                                 1,
+		`linkgate_redirects_total{result="found"}`:                                                     3,
+		`linkgate_redirects_total{result="not_found"}`:                                                 2,
+		`linkgate_redirects_total{result="expired"}`:                                                   0,
+		`http_requests_total{method="GET",path="/:code",service="linkgate",status_code="302"}`:         3,
+		`http_requests_total{method="GET",path="/:code",service="linkgate",status_code="404"}`:         2,
+		`http_requests_total{method="POST",path="/api/v1/links",service="linkgate",status_code="201"}`: 1,
+		`http_requests_total{method="POST",path="/api/v1/links",service="linkgate",status_code="422"}`: 1,
+		`linkgate_cache_requests_total{layer="lru",result="hit"}`:                                      2,
+		`linkgate_ratelimit_decisions_total{decision="limited",policy="create"}`:                       0,
 	}
 	for series, v := range want {
 		if got, ok := m[series]; !ok || got != v {
