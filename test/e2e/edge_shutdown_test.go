@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/linkgate/linkgate/internal/testenv"
+)
+
+// edgeRawConn opens a plain TCP connection to a test server.
+func edgeRawConn(t *testing.T, port int) net.Conn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// edgeReadResponse reads one HTTP response from conn within timeout.
+func edgeReadResponse(t *testing.T, conn net.Conn, br *bufio.Reader, timeout time.Duration) (*http.Response, string) {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(timeout))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read response body: %v", err)
+	}
+	return resp, string(b)
+}
+
+// SIGTERM: /ready turns 503 at once while /live stays 200; a request still
+// being sent when the listener closes completes; the process exits 0.
+func TestEdgeShutdownInFlight(t *testing.T) {
+	db := "sqlite://" + t.TempDir() + "/inflight.db"
+	s := startServer(t, db, "LINKGATE_SHUTDOWN_DELAY=1500ms", "LINKGATE_DRAIN_TIMEOUT=5s", "LINKGATE_LOG_LEVEL=info")
+
+	// A create whose body is sent in two parts, the second only after the
+	// listener has closed.
+	body := `{"url":"https://example.com/inflight"}`
+	conn := edgeRawConn(t, s.port)
+	fmt.Fprintf(conn, "POST /api/v1/links HTTP/1.1\r\nHost: short.test\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		len(body), body[:10])
+
+	// Poll /ready on fresh connections right after the signal.
+	probe := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func(path string) int {
+		resp, err := probe.Get(s.URL + path)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if get("/ready") != 200 {
+		t.Fatal("not ready before SIGTERM")
+	}
+	keepAlive := &http.Client{Timeout: time.Second, Transport: &http.Transport{}}
+	t.Cleanup(keepAlive.CloseIdleConnections)
+	closes := func() bool {
+		t.Helper()
+		resp, err := keepAlive.Get(s.URL + "/live")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Close
+	}
+	if closes() {
+		t.Fatal("Connection: close before SIGTERM")
+	}
+	sent := edgeSignal(t, s)
+	var readyOff time.Duration
+	testenv.WaitFor(t, time.Second, "/ready 503 after SIGTERM", func() bool {
+		if get("/ready") == 503 {
+			readyOff = time.Since(sent)
+			return true
+		}
+		return false
+	})
+	live := get("/live")
+	t.Logf("/ready answered 503 %v after SIGTERM; /live then answered %d", readyOff.Round(time.Microsecond), live)
+	if readyOff > 100*time.Millisecond {
+		t.Errorf("/ready turned 503 only %v after SIGTERM, want within 100ms", readyOff)
+	}
+	if live != 200 {
+		t.Errorf("/live answered %d while draining, want 200", live)
+	}
+	// During the delay responses ask the client to close the connection.
+	if !closes() {
+		t.Error("response during the shutdown delay lacks Connection: close")
+	}
+
+	// Wait for the listener to close (the delay has passed), then finish the
+	// in-flight request.
+	testenv.WaitFor(t, 5*time.Second, "listener closed", func() bool { return !edgeDialable(fmt.Sprintf("127.0.0.1:%d", s.port)) })
+	closedAt := time.Since(sent)
+	if _, err := io.WriteString(conn, body[10:]); err != nil {
+		t.Fatalf("finish in-flight body after the listener closed (%v after SIGTERM): %v", closedAt, err)
+	}
+	r, rb := edgeReadResponse(t, conn, bufio.NewReader(conn), 5*time.Second)
+	if r.StatusCode != 201 || !strings.Contains(rb, "https://example.com/inflight") {
+		t.Fatalf("in-flight create: %d %s", r.StatusCode, rb)
+	}
+	if !r.Close {
+		t.Error("in-flight response during drain lacks Connection: close")
+	}
+	exit := edgeWaitExit(t, s, sent, 8*time.Second)
+	t.Logf("listener closed %v after SIGTERM; in-flight request completed; exit 0 after %v", closedAt.Round(time.Millisecond), exit.Round(time.Millisecond))
+	if closedAt < 1400*time.Millisecond {
+		t.Errorf("listener closed %v after SIGTERM, before the 1.5s shutdown delay", closedAt)
+	}
+
+	s.restart()
+	snap := s.snapshot(t)
+	found := false
+	for _, l := range snap {
+		found = found || strings.Contains(l, "https://example.com/inflight")
+	}
+	if !found {
+		t.Fatal("the link created during drain is not stored")
+	}
+}
+
+// An idle keep-alive connection does not hold up the exit: the process exits
+// soon after the shutdown delay, well before the drain timeout.
+func TestEdgeShutdownIdleKeepAlive(t *testing.T) {
+	const delay, drain = 200 * time.Millisecond, 5 * time.Second
+	s := startServer(t, "sqlite://"+t.TempDir()+"/idle.db",
+		"LINKGATE_SHUTDOWN_DELAY="+delay.String(), "LINKGATE_DRAIN_TIMEOUT="+drain.String())
+	conn := edgeRawConn(t, s.port)
+	br := bufio.NewReader(conn)
+	io.WriteString(conn, "GET /live HTTP/1.1\r\nHost: short.test\r\n\r\n")
+	if r, _ := edgeReadResponse(t, conn, br, 2*time.Second); r.StatusCode != 200 || r.Close {
+		t.Fatalf("keep-alive request: %d, close %v", r.StatusCode, r.Close)
+	}
+	// The connection is now idle, kept alive.
+	sent := edgeSignal(t, s)
+	exit := edgeWaitExit(t, s, sent, delay+drain+2*time.Second)
+	t.Logf("exit with an idle keep-alive connection: %v after SIGTERM (delay %v, drain timeout %v)", exit.Round(time.Millisecond), delay, drain)
+	if exit > delay+time.Second {
+		t.Errorf("exit took %v with an idle keep-alive client; want about the %v delay, far below the %v drain timeout", exit, delay, drain)
+	}
+	// The server closed the idle connection.
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := br.ReadByte(); err == nil {
+		t.Fatalf("idle connection still open after exit (read %q)", n)
+	}
+}
+
+// A client that connected but has not sent a byte yet: fasthttp counts such
+// a connection as active, not idle, so it may hold the drain until the read
+// timeout ends it. It must still never delay exit past the drain timeout.
+func TestEdgeShutdownSilentConnection(t *testing.T) {
+	const delay, drain, read = 200 * time.Millisecond, 3 * time.Second, 10 * time.Second
+	s := startServer(t, "sqlite://"+t.TempDir()+"/silent.db",
+		"LINKGATE_SHUTDOWN_DELAY="+delay.String(), "LINKGATE_DRAIN_TIMEOUT="+drain.String(), "LINKGATE_READ_TIMEOUT="+read.String())
+	edgeRawConn(t, s.port)
+	testenv.WaitFor(t, 2*time.Second, "server to accept", func() bool { return edgeGet200(s.URL + "/live") })
+	sent := edgeSignal(t, s)
+	exit := edgeWaitExit(t, s, sent, delay+drain+2*time.Second)
+	t.Logf("exit with a connected, silent client: %v after SIGTERM (delay %v, drain timeout %v, read timeout %v)", exit.Round(time.Millisecond), delay, drain, read)
+	if exit > delay+drain+500*time.Millisecond {
+		t.Errorf("exit took %v, past delay + drain timeout", exit)
+	}
+}
+
+func edgeGet200(url string) bool {
+	resp, err := http.Get(url)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
+}
