@@ -71,6 +71,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	// go-redis logs through a package-level logger; this is its only setter.
+	redis.SetLogger(redisLogger{logger})
 	rdb, err := openRedis(cfg.RedisURL, cfg.RedisTimeout)
 	if err != nil {
 		return err
@@ -141,6 +143,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	limits, closeLimits, err := newLimits(cfg, m, logger)
+	if err != nil {
+		return err
+	}
+	defer closeLimits()
 	app, err := httpserver.New(httpserver.Config{
 		Handlers:       h,
 		Health:         probes,
@@ -152,6 +159,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		IdleTimeout:    cfg.IdleTimeout,
 		TrustedProxies: cfg.TrustedProxies,
 		CORSOrigins:    cfg.CORSOrigins,
+		Limits:         limits,
 	})
 	if err != nil {
 		return err

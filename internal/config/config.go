@@ -18,36 +18,38 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/ratelimit"
 )
 
 // Config is every setting linkgate has. The zero value is not useful; use
 // Load.
 type Config struct {
-	Addr           string        // LINKGATE_ADDR: listen address
-	BaseURL        *url.URL      // LINKGATE_BASE_URL: prefix of every short_url
-	DatabaseURL    string        // LINKGATE_DATABASE_URL: sqlite://PATH or postgres://...
-	RedisURL       string        // LINKGATE_REDIS_URL: empty runs without Redis
-	TrustedProxies []string      // LINKGATE_TRUSTED_PROXIES: IPs/CIDRs whose X-Real-IP/X-Forwarded-For are believed
-	CORSOrigins    []string      // LINKGATE_CORS_ORIGINS: allowed browser origins for the API
-	RateRedirect   string        // LINKGATE_RATELIMIT_REDIRECT: N/period[:burst] or off
-	RateCreate     string        // LINKGATE_RATELIMIT_CREATE
-	RateAPI        string        // LINKGATE_RATELIMIT_API
-	Instances      int           // LINKGATE_INSTANCES: expected instance count (local fallback limiter divides by it)
-	AdminKey       string        // LINKGATE_ADMIN_KEY: bootstrap admin API key (stored hashed)
-	PublicCreate   bool          // LINKGATE_PUBLIC_CREATE: anonymous link creation allowed
-	RedirectMaxAge time.Duration // LINKGATE_REDIRECT_MAX_AGE: Cache-Control max-age on redirects
-	ShutdownDelay  time.Duration // LINKGATE_SHUTDOWN_DELAY: readiness-off wait before stopping the listener
-	DrainTimeout   time.Duration // LINKGATE_DRAIN_TIMEOUT: in-flight drain bound
-	LogLevel       slog.Level    // LINKGATE_LOG_LEVEL: debug, info, warn, error
-	ReadTimeout    time.Duration // LINKGATE_READ_TIMEOUT: whole-request read bound (slow clients are cut off)
-	WriteTimeout   time.Duration // LINKGATE_WRITE_TIMEOUT: response write bound
-	IdleTimeout    time.Duration // LINKGATE_IDLE_TIMEOUT: keep-alive idle bound
-	ClickFlush     time.Duration // LINKGATE_CLICK_FLUSH_INTERVAL: how often counted clicks are written
-	CacheSize      int           // LINKGATE_CACHE_SIZE: in-process LRU entries
-	CacheTTL       time.Duration // LINKGATE_CACHE_TTL: in-process LRU entry lifetime
-	RedisCacheTTL  time.Duration // LINKGATE_REDIS_CACHE_TTL: Redis cache entry lifetime
-	NegativeTTL    time.Duration // LINKGATE_NEGATIVE_TTL: lifetime of "unknown code" cache entries
-	RedisTimeout   time.Duration // LINKGATE_REDIS_TIMEOUT: bound on every Redis call on the request path
+	Addr           string           // LINKGATE_ADDR: listen address
+	BaseURL        *url.URL         // LINKGATE_BASE_URL: prefix of every short_url
+	DatabaseURL    string           // LINKGATE_DATABASE_URL: sqlite://PATH or postgres://...
+	RedisURL       string           // LINKGATE_REDIS_URL: empty runs without Redis
+	TrustedProxies []string         // LINKGATE_TRUSTED_PROXIES: IPs/CIDRs whose X-Real-IP/X-Forwarded-For are believed
+	CORSOrigins    []string         // LINKGATE_CORS_ORIGINS: allowed browser origins for the API
+	RateRedirect   ratelimit.Policy // LINKGATE_RATELIMIT_REDIRECT: N/period[:burst] or off; fails open
+	RateCreate     ratelimit.Policy // LINKGATE_RATELIMIT_CREATE
+	RateAPI        ratelimit.Policy // LINKGATE_RATELIMIT_API
+	Instances      int              // LINKGATE_INSTANCES: expected instance count (local fallback limiter divides by it)
+	AdminKey       string           // LINKGATE_ADMIN_KEY: bootstrap admin API key (stored hashed)
+	PublicCreate   bool             // LINKGATE_PUBLIC_CREATE: anonymous link creation allowed
+	RedirectMaxAge time.Duration    // LINKGATE_REDIRECT_MAX_AGE: Cache-Control max-age on redirects
+	ShutdownDelay  time.Duration    // LINKGATE_SHUTDOWN_DELAY: readiness-off wait before stopping the listener
+	DrainTimeout   time.Duration    // LINKGATE_DRAIN_TIMEOUT: in-flight drain bound
+	LogLevel       slog.Level       // LINKGATE_LOG_LEVEL: debug, info, warn, error
+	ReadTimeout    time.Duration    // LINKGATE_READ_TIMEOUT: whole-request read bound (slow clients are cut off)
+	WriteTimeout   time.Duration    // LINKGATE_WRITE_TIMEOUT: response write bound
+	IdleTimeout    time.Duration    // LINKGATE_IDLE_TIMEOUT: keep-alive idle bound
+	ClickFlush     time.Duration    // LINKGATE_CLICK_FLUSH_INTERVAL: how often counted clicks are written
+	CacheSize      int              // LINKGATE_CACHE_SIZE: in-process LRU entries
+	CacheTTL       time.Duration    // LINKGATE_CACHE_TTL: in-process LRU entry lifetime
+	RedisCacheTTL  time.Duration    // LINKGATE_REDIS_CACHE_TTL: Redis cache entry lifetime
+	NegativeTTL    time.Duration    // LINKGATE_NEGATIVE_TTL: lifetime of "unknown code" cache entries
+	RedisTimeout   time.Duration    // LINKGATE_REDIS_TIMEOUT: bound on every Redis call on the request path
 }
 
 // setting is one row of the table that drives defaults, env, flags and -h.
@@ -113,9 +115,9 @@ func settings() []setting {
 			}
 			return nil
 		}},
-		{"LINKGATE_RATELIMIT_REDIRECT", "ratelimit-redirect", "1200/1m:200", "redirect policy, N/period[:burst] or off", rateSpec(func(c *Config) *string { return &c.RateRedirect })},
-		{"LINKGATE_RATELIMIT_CREATE", "ratelimit-create", "30/1m:10", "create policy, N/period[:burst] or off", rateSpec(func(c *Config) *string { return &c.RateCreate })},
-		{"LINKGATE_RATELIMIT_API", "ratelimit-api", "600/1m:100", "API policy, N/period[:burst] or off", rateSpec(func(c *Config) *string { return &c.RateAPI })},
+		{"LINKGATE_RATELIMIT_REDIRECT", "ratelimit-redirect", "1200/1m:200", "redirect policy per client, N/period[:burst] or off; allows all while Redis is down", policy("redirect", true, func(c *Config) *ratelimit.Policy { return &c.RateRedirect })},
+		{"LINKGATE_RATELIMIT_CREATE", "ratelimit-create", "30/1m:10", "create policy per client, N/period[:burst] or off", policy("create", false, func(c *Config) *ratelimit.Policy { return &c.RateCreate })},
+		{"LINKGATE_RATELIMIT_API", "ratelimit-api", "600/1m:100", "API policy per client, N/period[:burst] or off", policy("api", false, func(c *Config) *ratelimit.Policy { return &c.RateAPI })},
 		{"LINKGATE_INSTANCES", "instances", "1", "expected instance count; the local fallback limiter allows rate/instances", func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
@@ -231,29 +233,16 @@ func duration(field func(*Config) *time.Duration, min time.Duration) func(*Confi
 	}
 }
 
-// rateSpec checks the N/period[:burst] shape; internal/ratelimit parses it
-// into a policy (and reports finer errors) when the limiter is built.
-func rateSpec(field func(*Config) *string) func(*Config, string) error {
+// policy parses a rate-limit policy named name; failOpen marks the policy that
+// allows requests while the shared limiter (Redis) is unavailable.
+func policy(name string, failOpen bool, field func(*Config) *ratelimit.Policy) func(*Config, string) error {
 	return func(c *Config, v string) error {
-		if v != "off" {
-			rate, burst, hasBurst := strings.Cut(v, ":")
-			n, period, ok := strings.Cut(rate, "/")
-			if !ok {
-				return errors.New(`must be "N/period[:burst]" (e.g. 30/1m:10) or "off"`)
-			}
-			if x, err := strconv.ParseInt(n, 10, 64); err != nil || x < 1 {
-				return fmt.Errorf("rate %q must be a whole number >= 1", n)
-			}
-			if period == "" {
-				return errors.New("period missing")
-			}
-			if hasBurst {
-				if x, err := strconv.ParseInt(burst, 10, 64); err != nil || x < 1 {
-					return fmt.Errorf("burst %q must be a whole number >= 1", burst)
-				}
-			}
+		p, err := ratelimit.ParsePolicy(name, v)
+		if err != nil {
+			return err
 		}
-		*field(c) = v
+		p.FailOpen = failOpen
+		*field(c) = p
 		return nil
 	}
 }

@@ -18,7 +18,8 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Addr != ":8080" || c.BaseURL.String() != "http://localhost:8080" || c.DatabaseURL != "sqlite://linkgate.db" ||
 		c.RedisURL != "" || !c.PublicCreate || c.RedirectMaxAge != 30*time.Second || c.ShutdownDelay != 5*time.Second ||
-		c.DrainTimeout != 20*time.Second || c.Instances != 1 || c.RateCreate != "30/1m:10" {
+		c.DrainTimeout != 20*time.Second || c.Instances != 1 || c.RateCreate.Limit != 30 || c.RateCreate.Period != time.Minute || c.RateCreate.Burst != 10 ||
+		!c.RateRedirect.FailOpen || c.RateCreate.FailOpen || c.RateAPI.Name != "api" {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
 }

@@ -11,6 +11,7 @@ import (
 // Locals keys set by the middleware here.
 const (
 	apiKeyLocal  = "linkgate.apikey"
+	authErrLocal = "linkgate.auth_error"
 	RequestIDKey = "linkgate.request_id"
 )
 
@@ -20,9 +21,21 @@ func APIKey(c *fiber.Ctx) *links.APIKey {
 	return k
 }
 
-// Authenticate is middleware: a request with an Authorization header must
-// carry a valid "Bearer <key>" (401 otherwise); the key is then available
-// through APIKey. Requests without the header pass anonymously.
+// APIKeyID returns the ID of the key the request authenticated with, or "".
+// It is public (not the secret), so it may key a rate-limit bucket.
+func APIKeyID(c *fiber.Ctx) string {
+	if k := APIKey(c); k != nil {
+		return k.ID
+	}
+	return ""
+}
+
+// Authenticate is middleware that identifies the caller: a valid
+// "Authorization: Bearer <key>" makes the key available through APIKey.
+// A missing header passes anonymously. A malformed or unknown key is not
+// refused here but remembered, so that the rate limiter (keyed by client IP
+// for such requests) runs before CheckAuth refuses it: guessing keys is
+// rate limited like anything else. Store failures are returned at once.
 func (h *Handlers) Authenticate(c *fiber.Ctx) error {
 	header := c.Get(fiber.HeaderAuthorization)
 	if header == "" {
@@ -31,13 +44,27 @@ func (h *Handlers) Authenticate(c *fiber.Ctx) error {
 	scheme, token, ok := strings.Cut(header, " ")
 	token = strings.TrimSpace(token)
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return links.Errorf(links.EUNAUTHORIZED, "Use Authorization: Bearer <API key>.")
+		c.Locals(authErrLocal, links.Errorf(links.EUNAUTHORIZED, "Use Authorization: Bearer <API key>."))
+		return c.Next()
 	}
 	k, err := h.cfg.Auth.Authenticate(c.UserContext(), token)
-	if err != nil {
+	switch {
+	case links.ErrorCode(err) == links.EUNAUTHORIZED:
+		c.Locals(authErrLocal, err)
+	case err != nil:
+		return err
+	default:
+		c.Locals(apiKeyLocal, k)
+	}
+	return c.Next()
+}
+
+// CheckAuth is middleware after Authenticate (and the rate limiter): it
+// answers 401 for a request that presented a malformed or unknown key.
+func (h *Handlers) CheckAuth(c *fiber.Ctx) error {
+	if err, ok := c.Locals(authErrLocal).(error); ok {
 		return err
 	}
-	c.Locals(apiKeyLocal, k)
 	return c.Next()
 }
 

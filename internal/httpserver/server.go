@@ -45,6 +45,15 @@ type Config struct {
 	TrustedProxies []string
 	// CORSOrigins may call the API from browsers. Empty: no CORS headers.
 	CORSOrigins []string
+	// Limits are the rate-limit middleware per route class; nil means none.
+	Limits Limits
+}
+
+// Limits holds one rate-limit middleware per route class.
+type Limits struct {
+	Redirect fiber.Handler // GET/HEAD /{code}
+	Create   fiber.Handler // POST /api/v1/links, POST /encurtar
+	API      fiber.Handler // every other API route
 }
 
 func (c *Config) defaults() error {
@@ -118,17 +127,31 @@ func New(cfg Config) (*fiber.App, error) {
 	if len(cfg.CORSOrigins) > 0 {
 		apiChain = append([]fiber.Handler{newCORS(cfg.CORSOrigins)}, apiChain...)
 	}
+	// Each route: its limit (keyed by API key ID or client IP), then the
+	// refusal of bad keys, then authorisation, then the handler.
+	lim := cfg.Limits
 	api := app.Group("/api/v1", apiChain...)
-	api.Post("/links", h.CreateLink)
-	api.Get("/links", h.RequireAdmin, h.ListLinks)
-	api.Get("/links/:code", h.GetLink)
-	api.Delete("/links/:code", h.RequireAdmin, h.DeleteLink)
+	api.Post("/links", chain(lim.Create, h.CheckAuth, h.CreateLink)...)
+	api.Get("/links", chain(lim.API, h.CheckAuth, h.RequireAdmin, h.ListLinks)...)
+	api.Get("/links/:code", chain(lim.API, h.CheckAuth, h.GetLink)...)
+	api.Delete("/links/:code", chain(lim.API, h.CheckAuth, h.RequireAdmin, h.DeleteLink)...)
 
-	app.Post("/encurtar", h.Authenticate, h.SeedCreate)
-	app.Get("/api/links", h.Authenticate, h.RequireAdmin, h.SeedList)
+	app.Post("/encurtar", chain(h.Authenticate, lim.Create, h.CheckAuth, h.SeedCreate)...)
+	app.Get("/api/links", chain(h.Authenticate, lim.API, h.CheckAuth, h.RequireAdmin, h.SeedList)...)
 
-	app.Get("/:code", h.Redirect) // Fiber serves HEAD through GET routes
+	app.Get("/:code", chain(lim.Redirect, h.Redirect)...) // Fiber serves HEAD through GET routes
 	return app, nil
+}
+
+// chain returns the non-nil handlers, in order.
+func chain(hs ...fiber.Handler) []fiber.Handler {
+	out := make([]fiber.Handler, 0, len(hs))
+	for _, h := range hs {
+		if h != nil {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // guardUnknownMethods answers methods Fiber does not know (e.g. "FOO") with a

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/linkgate/linkgate/internal/config"
+	"github.com/linkgate/linkgate/internal/handlers"
+	"github.com/linkgate/linkgate/internal/httpserver"
+	"github.com/linkgate/linkgate/internal/ratelimit"
+)
+
+// newLimits builds the rate-limit middleware of the three policies over one
+// decider: with Redis, the exact shared token bucket (batched round trips)
+// behind a circuit breaker with a local fallback, fronted by a cache of
+// denials; without Redis, an in-process bucket with the same semantics. The
+// returned close function stops the decider's workers and its Redis client.
+func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) (httpserver.Limits, func(), error) {
+	var decider ratelimit.Decider
+	closeAll := func() {}
+	if cfg.RedisURL == "" {
+		decider = ratelimit.NewLocalLimiter(ratelimit.LocalConfig{})
+	} else {
+		opt, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return httpserver.Limits{}, nil, fmt.Errorf("LINKGATE_REDIS_URL: %w", err)
+		}
+		// Its own client: the script must never be retried (it could take
+		// a token twice), and its pool must not queue behind cache traffic.
+		client := redis.NewClient(ratelimit.LimiterOptions(opt, cfg.RedisTimeout))
+		batcher, err := ratelimit.NewBatcher(ratelimit.BatcherConfig{Client: client, Timeout: cfg.RedisTimeout})
+		if err != nil {
+			client.Close()
+			return httpserver.Limits{}, nil, err
+		}
+		fallback, err := ratelimit.NewFallback(ratelimit.FallbackConfig{
+			Primary: batcher, Instances: cfg.Instances, Timeout: cfg.RedisTimeout, Logger: logger, Recorder: rec,
+		})
+		if err == nil {
+			// Outside the Fallback, so that the breaker's probes reach Redis.
+			decider, err = ratelimit.NewOverLimitCache(ratelimit.OverLimitConfig{Next: fallback})
+		}
+		if err != nil {
+			batcher.Close()
+			client.Close()
+			return httpserver.Limits{}, nil, err
+		}
+		closeAll = func() { batcher.Close(); client.Close() }
+	}
+	key := ratelimit.KeyByAPIKeyOrIP(handlers.APIKeyID)
+	mw := func(p ratelimit.Policy) (fiber.Handler, error) {
+		return ratelimit.New(ratelimit.Config{Policy: p, Decider: decider, KeyFunc: key, Timeout: cfg.RedisTimeout, Recorder: rec})
+	}
+	var l httpserver.Limits
+	var err error
+	if l.Redirect, err = mw(cfg.RateRedirect); err == nil {
+		if l.Create, err = mw(cfg.RateCreate); err == nil {
+			l.API, err = mw(cfg.RateAPI)
+		}
+	}
+	if err != nil {
+		closeAll()
+		return httpserver.Limits{}, nil, err
+	}
+	return l, closeAll, nil
+}
+
+// redisLogger sends go-redis's internal messages (one per failed dial while
+// Redis is down) to slog at debug level; the limiter and the cache already
+// log each outage once.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.Debug(fmt.Sprintf(format, v...), "component", "go-redis")
+}
