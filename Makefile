@@ -11,7 +11,7 @@ LOCAL_REDIS := $(shell redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q
 export LINKGATE_TEST_POSTGRES_URL ?= $(LOCAL_PG)
 export LINKGATE_TEST_REDIS_URL ?= $(LOCAL_REDIS)
 
-.PHONY: help run build test test-unit vet lint audit clean
+.PHONY: help run build test test-unit vet lint audit clean bench
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ lint: vet ## golangci-lint with .golangci.yml
 audit: ## go mod verify and govulncheck
 	$(GO) mod verify
 	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.1.4 ./...
+
+bench: ## Benchmarks on loopback (needs wrk, nginx, redis-server, PostgreSQL): bench/results.md, bench/go-bench.txt; flags via BENCH_FLAGS=-h
+	$(GO) run ./loadtest/bench $(BENCH_FLAGS)
 
 clean: ## Remove build outputs
 	rm -rf bin
