@@ -284,7 +284,8 @@ func openRedis(url string, timeout time.Duration) (*redis.Client, error) {
 		return nil, fmt.Errorf("LINKGATE_REDIS_URL: %w", err)
 	}
 	opt.ContextTimeoutEnabled = true
-	opt.MaxRetries = -1 // no retries: callers fall back instead
+	opt.MaxRetries = -1   // no retries: callers fall back instead
+	opt.DialerRetries = 1 // one dial attempt (go-redis defaults to 5, 100 ms apart)
 	opt.DialTimeout = max(4*timeout, 200*time.Millisecond)
 	opt.ReadTimeout = max(4*timeout, 200*time.Millisecond)
 	opt.WriteTimeout = opt.ReadTimeout
