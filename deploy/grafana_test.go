@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -10,82 +9,17 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/linkgate/linkgate/deploy/dashboard"
 )
 
-// The dashboard JSON, as far as these tests read it.
-type dashboard struct {
-	UID        string `json:"uid"`
-	Title      string `json:"title"`
-	Editable   bool   `json:"editable"`
-	Templating struct {
-		List []dashVariable `json:"list"`
-	} `json:"templating"`
-	Panels []dashPanel `json:"panels"`
-}
-
-type dsRef struct {
-	Type string `json:"type"`
-	UID  string `json:"uid"`
-}
-
-type dashVariable struct {
-	Name       string          `json:"name"`
-	Type       string          `json:"type"`
-	Query      json.RawMessage `json:"query"`
-	Definition string          `json:"definition"`
-	Datasource *dsRef          `json:"datasource"`
-	IncludeAll bool            `json:"includeAll"`
-	AllValue   string          `json:"allValue"`
-	Current    struct {
-		Value any `json:"value"`
-	} `json:"current"`
-}
-
-type gridPos struct {
-	H int `json:"h"`
-	W int `json:"w"`
-	X int `json:"x"`
-	Y int `json:"y"`
-}
-
-type dashPanel struct {
-	ID          int      `json:"id"`
-	Type        string   `json:"type"`
-	Title       string   `json:"title"`
-	Description string   `json:"description"`
-	Datasource  *dsRef   `json:"datasource"`
-	GridPos     *gridPos `json:"gridPos"`
-	FieldConfig struct {
-		Defaults struct {
-			Unit string `json:"unit"`
-		} `json:"defaults"`
-	} `json:"fieldConfig"`
-	Targets []struct {
-		RefID      string `json:"refId"`
-		Expr       string `json:"expr"`
-		Datasource *dsRef `json:"datasource"`
-		Instant    bool   `json:"instant"`
-	} `json:"targets"`
-	Panels []dashPanel `json:"panels"` // a collapsed row's panels
-}
-
-func loadDashboard(t *testing.T) dashboard {
+func loadDashboard(t *testing.T) *dashboard.Dashboard {
 	t.Helper()
-	var d dashboard
-	if err := json.Unmarshal(readRepoFile(t, "deploy/grafana/dashboards/linkgate.json"), &d); err != nil {
-		t.Fatalf("decode linkgate.json: %v", err)
+	d, err := dashboard.Parse(readRepoFile(t, "deploy/grafana/dashboards/linkgate.json"))
+	if err != nil {
+		t.Fatalf("linkgate.json: %v", err)
 	}
 	return d
-}
-
-// allPanels flattens rows' nested panels.
-func allPanels(ps []dashPanel) []dashPanel {
-	var out []dashPanel
-	for _, p := range ps {
-		out = append(out, p)
-		out = append(out, allPanels(p.Panels)...)
-	}
-	return out
 }
 
 // Stand-ins for Grafana's variables, so that an expression parses as PromQL
@@ -102,20 +36,11 @@ func varStandIn(name string) string { return "__var_" + name + "__" }
 // and $__range by odd durations, dashboard variables by varStandIn. Anything
 // else (for example $__interval) is left alone and so fails to parse.
 func substitute(expr string, vars map[string]bool) string {
-	ref := regexp.MustCompile(`\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]`)
-	return ref.ReplaceAllStringFunc(expr, func(m string) string {
-		sub := ref.FindStringSubmatch(m)
-		name := sub[1] + sub[2] + sub[3]
-		switch {
-		case name == "__rate_interval":
-			return rateIntervalStandIn
-		case name == "__range":
-			return rangeStandIn
-		case vars[name]:
-			return varStandIn(name)
-		}
-		return m
-	})
+	values := map[string]string{"__rate_interval": rateIntervalStandIn, "__range": rangeStandIn}
+	for name := range vars {
+		values[name] = varStandIn(name)
+	}
+	return dashboard.Substitute(expr, values)
 }
 
 // jobVarFor names the variable that must select the job of a metric: the
@@ -244,7 +169,7 @@ func TestDashboardVariables(t *testing.T) {
 	if d.UID == "" || d.Title == "" {
 		t.Errorf("dashboard uid %q title %q: both needed for provisioning and links", d.UID, d.Title)
 	}
-	vars := map[string]dashVariable{}
+	vars := map[string]dashboard.Variable{}
 	for _, v := range d.Templating.List {
 		if _, dup := vars[v.Name]; dup {
 			t.Errorf("variable %s defined twice", v.Name)
@@ -281,11 +206,11 @@ func TestDashboardPanels(t *testing.T) {
 	t.Parallel()
 	d := loadDashboard(t)
 	vars := map[string]bool{}
-	for _, v := range d.Templating.List {
-		vars[v.Name] = true
+	for _, name := range d.VariableNames() {
+		vars[name] = true
 	}
 	cat := catalogue(t)
-	panels := allPanels(d.Panels)
+	panels := d.AllPanels()
 	if len(panels) == 0 {
 		t.Fatal("dashboard has no panels")
 	}
