@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/linkgate/linkgate/internal/links"
+	"github.com/linkgate/linkgate/internal/store/internal/check"
 )
 
 const linkColumns = "id, code, url, redirect, created_at, expires_at, clicks, updated_at"
@@ -65,7 +65,7 @@ func (s *Store) DeleteLink(ctx context.Context, code string) error {
 // AfterID is 0), highest ID first. A Limit below 1 means
 // links.DefaultListLimit; one above links.MaxListLimit is capped to it.
 func (s *Store) ListLinks(ctx context.Context, p links.ListParams) ([]*links.Link, error) {
-	limit := clampLimit(p.Limit)
+	limit := check.ListLimit(p.Limit)
 	var rows pgx.Rows
 	var err error
 	if p.Cursor.AfterID == 0 {
@@ -95,7 +95,7 @@ func (s *Store) ListLinks(ctx context.Context, p links.ListParams) ([]*links.Lin
 // Unknown codes and zero counts are skipped; a negative count is an EINVALID
 // error and nothing is written.
 func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
-	codes, err := clickCodes(counts)
+	codes, err := check.ClickCodes(counts)
 	if err != nil || len(codes) == 0 {
 		return err
 	}
@@ -123,7 +123,7 @@ func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 // hash must be 32 bytes (EINVALID otherwise). k.CreatedAt is normalised as in
 // CreateLink.
 func (s *Store) CreateAPIKey(ctx context.Context, k *links.APIKey) error {
-	if err := checkKey(k); err != nil {
+	if err := check.APIKey(k); err != nil {
 		return fmt.Errorf("create api key: %w", err)
 	}
 	created := normTime(k.CreatedAt)
@@ -141,7 +141,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k *links.APIKey) error {
 
 // PutAPIKey inserts k or replaces every field of the key with the same ID.
 func (s *Store) PutAPIKey(ctx context.Context, k *links.APIKey) error {
-	if err := checkKey(k); err != nil {
+	if err := check.APIKey(k); err != nil {
 		return fmt.Errorf("put api key: %w", err)
 	}
 	created := normTime(k.CreatedAt)
@@ -212,38 +212,3 @@ func nullTime(t time.Time) *time.Time {
 	return &t
 }
 
-func clampLimit(n int) int {
-	switch {
-	case n < 1:
-		return links.DefaultListLimit
-	case n > links.MaxListLimit:
-		return links.MaxListLimit
-	}
-	return n
-}
-
-// clickCodes returns the codes with a positive count, sorted, or an EINVALID
-// error for a negative count.
-func clickCodes(counts map[string]int64) ([]string, error) {
-	codes := make([]string, 0, len(counts))
-	for code, n := range counts {
-		if n < 0 {
-			return nil, fmt.Errorf("add clicks: %w", links.Errorf(links.EINVALID, "negative click count %d for %q", n, code))
-		}
-		if n > 0 {
-			codes = append(codes, code)
-		}
-	}
-	slices.Sort(codes)
-	return codes, nil
-}
-
-func checkKey(k *links.APIKey) error {
-	if k == nil {
-		return links.Errorf(links.EINVALID, "no API key given")
-	}
-	if len(k.Hash) != 32 {
-		return links.Errorf(links.EINVALID, "API key hash is %d bytes, want 32 (SHA-256)", len(k.Hash))
-	}
-	return nil
-}

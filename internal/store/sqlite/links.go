@@ -5,10 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/linkgate/linkgate/internal/links"
+	"github.com/linkgate/linkgate/internal/store/internal/check"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -76,7 +76,7 @@ func (s *Store) DeleteLink(ctx context.Context, code string) error {
 // AfterID is 0), highest ID first. A Limit below 1 means
 // links.DefaultListLimit; one above links.MaxListLimit is capped to it.
 func (s *Store) ListLinks(ctx context.Context, p links.ListParams) ([]*links.Link, error) {
-	limit := clampLimit(p.Limit)
+	limit := check.ListLimit(p.Limit)
 	var rows *sql.Rows
 	var err error
 	if p.Cursor.AfterID == 0 {
@@ -109,7 +109,7 @@ func (s *Store) ListLinks(ctx context.Context, p links.ListParams) ([]*links.Lin
 // Config.Now (never moving it backwards). Unknown codes and zero counts are
 // skipped; a negative count is an EINVALID error and nothing is written.
 func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
-	codes, err := clickCodes(counts)
+	codes, err := check.ClickCodes(counts)
 	if err != nil || len(codes) == 0 {
 		return err
 	}
@@ -140,7 +140,7 @@ func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 // hash must be 32 bytes (EINVALID otherwise). k.CreatedAt is normalised as in
 // CreateLink.
 func (s *Store) CreateAPIKey(ctx context.Context, k *links.APIKey) error {
-	if err := checkKey(k); err != nil {
+	if err := check.APIKey(k); err != nil {
 		return fmt.Errorf("create api key: %w", err)
 	}
 	created := normTime(k.CreatedAt)
@@ -158,7 +158,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k *links.APIKey) error {
 
 // PutAPIKey inserts k or replaces every field of the key with the same ID.
 func (s *Store) PutAPIKey(ctx context.Context, k *links.APIKey) error {
-	if err := checkKey(k); err != nil {
+	if err := check.APIKey(k); err != nil {
 		return fmt.Errorf("put api key: %w", err)
 	}
 	created := normTime(k.CreatedAt)
@@ -236,38 +236,3 @@ func nullMicros(t time.Time) sql.NullInt64 {
 	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
 }
 
-func clampLimit(n int) int {
-	switch {
-	case n < 1:
-		return links.DefaultListLimit
-	case n > links.MaxListLimit:
-		return links.MaxListLimit
-	}
-	return n
-}
-
-// clickCodes returns the codes with a positive count, sorted, or an EINVALID
-// error for a negative count.
-func clickCodes(counts map[string]int64) ([]string, error) {
-	codes := make([]string, 0, len(counts))
-	for code, n := range counts {
-		if n < 0 {
-			return nil, fmt.Errorf("add clicks: %w", links.Errorf(links.EINVALID, "negative click count %d for %q", n, code))
-		}
-		if n > 0 {
-			codes = append(codes, code)
-		}
-	}
-	slices.Sort(codes)
-	return codes, nil
-}
-
-func checkKey(k *links.APIKey) error {
-	if k == nil {
-		return links.Errorf(links.EINVALID, "no API key given")
-	}
-	if len(k.Hash) != 32 {
-		return links.Errorf(links.EINVALID, "API key hash is %d bytes, want 32 (SHA-256)", len(k.Hash))
-	}
-	return nil
-}
