@@ -211,4 +211,3 @@ func nullTime(t time.Time) *time.Time {
 	}
 	return &t
 }
-

@@ -235,4 +235,3 @@ func nullMicros(t time.Time) sql.NullInt64 {
 	}
 	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
 }
-
