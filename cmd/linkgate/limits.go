@@ -14,16 +14,19 @@ import (
 	"github.com/linkgate/linkgate/internal/ratelimit"
 )
 
-// newLimits builds the rate-limit middleware of the three policies over one
-// decider: with Redis, the exact shared token bucket (batched round trips)
-// behind a circuit breaker with a local fallback, fronted by a cache of
-// denials; without Redis, an in-process bucket with the same semantics. The
-// returned close function stops the decider's workers and its Redis client.
+// newLimits builds the rate-limit middleware of the three policies. With
+// Redis: the exact shared token bucket (batched round trips) behind a circuit
+// breaker with a local fallback; create and api are fronted by a cache of
+// denials, redirect by a leaser that takes tokens from the same buckets in
+// small batches. Without Redis: an in-process bucket with the same semantics.
+// The returned close function stops the workers and the Redis client.
 func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) (httpserver.Limits, func(), error) {
-	var decider ratelimit.Decider
+	// decider serves create and api exactly; redirectDecider may lease.
+	var decider, redirectDecider ratelimit.Decider
 	closeAll := func() {}
 	if cfg.RedisURL == "" {
 		decider = ratelimit.NewLocalLimiter(ratelimit.LocalConfig{})
+		redirectDecider = decider
 	} else {
 		opt, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
@@ -44,6 +47,12 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) 
 			// Outside the Fallback, so that the breaker's probes reach Redis.
 			decider, err = ratelimit.NewOverLimitCache(ratelimit.OverLimitConfig{Next: fallback})
 		}
+		if err == nil {
+			// Redirects take small batches of tokens from the same exact
+			// buckets and spend them in-process; the over-admission bound is
+			// in internal/ratelimit's package doc. Create and api stay exact.
+			redirectDecider, err = ratelimit.NewLeaser(ratelimit.LeaseConfig{Next: fallback})
+		}
 		if err != nil {
 			batcher.Close()
 			client.Close()
@@ -52,14 +61,14 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) 
 		closeAll = func() { batcher.Close(); client.Close() }
 	}
 	key := ratelimit.KeyByAPIKeyOrIP(handlers.APIKeyID)
-	mw := func(p ratelimit.Policy) (fiber.Handler, error) {
-		return ratelimit.New(ratelimit.Config{Policy: p, Decider: decider, KeyFunc: key, Timeout: cfg.RedisTimeout, Recorder: rec})
+	mw := func(p ratelimit.Policy, d ratelimit.Decider) (fiber.Handler, error) {
+		return ratelimit.New(ratelimit.Config{Policy: p, Decider: d, KeyFunc: key, Timeout: cfg.RedisTimeout, Recorder: rec})
 	}
 	var l httpserver.Limits
 	var err error
-	if l.Redirect, err = mw(cfg.RateRedirect); err == nil {
-		if l.Create, err = mw(cfg.RateCreate); err == nil {
-			l.API, err = mw(cfg.RateAPI)
+	if l.Redirect, err = mw(cfg.RateRedirect, redirectDecider); err == nil {
+		if l.Create, err = mw(cfg.RateCreate, decider); err == nil {
+			l.API, err = mw(cfg.RateAPI, decider)
 		}
 	}
 	if err != nil {

@@ -110,10 +110,20 @@ func benchDeciders(b *testing.B) (map[string]func() Decider, func() time.Duratio
 			d, _ := newProductionStack(b, newClient(b, url, time.Second), prefix, time.Second, FallbackConfig{Timeout: time.Hour})
 			return d
 		},
+		// production+lease is the redirect policy's stack with leases:
+		// Leaser, Fallback, Batcher (the Leaser remembers denials itself).
+		"production+lease": func() Decider {
+			l, _ := newLeaseStack(b, newClient(b, url, time.Second), prefix, time.Second, LeaseConfig{}, FallbackConfig{Timeout: time.Hour})
+			return l
+		},
 	}, redisCPU
 }
 
-func benchAllow(b *testing.B, name string) {
+func benchAllow(b *testing.B, name string) { benchAllowKeys(b, name, false) }
+
+// benchAllowKeys runs decider name in parallel: every goroutine on its own
+// key, or all on one key (oneKey).
+func benchAllowKeys(b *testing.B, name string, oneKey bool) {
 	deciders, redisCPU := benchDeciders(b)
 	d := deciders[name]()
 	if name == "local" {
@@ -128,6 +138,9 @@ func benchAllow(b *testing.B, name string) {
 	cpu := startCPU(b, redisCPU)
 	b.RunParallel(func(pb *testing.PB) {
 		key := "client-" + strconv.FormatInt(seq.Add(1), 10) // one bucket per goroutine
+		if oneKey {
+			key = "client"
+		}
 		// A deadline, as the middleware always sets one (shared, not per call).
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -142,6 +155,11 @@ func benchAllow(b *testing.B, name string) {
 	})
 	b.StopTimer()
 	cpu.stop()
+	if l, ok := d.(*Leaser); ok {
+		if n, ok := l.next.(*leaseNext); ok {
+			b.ReportMetric(float64(n.calls.Load())/float64(b.N), "calls/op")
+		}
+	}
 	if failed.Load() > 0 || denied.Load() > 0 {
 		b.Fatalf("%d errors, %d denied", failed.Load(), denied.Load())
 	}
@@ -165,18 +183,26 @@ func BenchmarkProduction(b *testing.B) { benchAllow(b, "production") }
 // BenchmarkLocalAllow is the in-process bucket.
 func BenchmarkLocalAllow(b *testing.B) { benchAllow(b, "local") }
 
+// BenchmarkLeaserAllow is the production stack with leases (Leaser,
+// Fallback, Batcher) with every goroutine on its own key, and with all of
+// them on one key (leases shared, fetches collapsed).
+func BenchmarkLeaserAllow(b *testing.B) {
+	b.Run("key per goroutine", func(b *testing.B) { benchAllowKeys(b, "production+lease", false) })
+	b.Run("one key", func(b *testing.B) { benchAllowKeys(b, "production+lease", true) })
+}
+
 // BenchmarkServer measures what the issue measured: requests per second of
 // one Fiber server over loopback TCP, without the limiter (baseline, in the
 // same run) and with each decider, every client goroutine its own bucket
 // and under its limit. Compare ns/op of each sub-benchmark with baseline's.
 func BenchmarkServer(b *testing.B) {
-	benchServer(b, benchPolicy(b), []string{"baseline", "local", "redis", "pipelined", "batched", "production"})
+	benchServer(b, benchPolicy(b), []string{"baseline", "local", "redis", "pipelined", "batched", "production", "production+lease"})
 }
 
 // BenchmarkServerOverLimit is the same server hammered by clients that are
 // over their limit (10 per second each): nearly every response is a 429.
 func BenchmarkServerOverLimit(b *testing.B) {
-	benchServer(b, mustPolicy(b, "redirect", "10/1s"), []string{"baseline", "batched", "batched+overlimit", "production"})
+	benchServer(b, mustPolicy(b, "redirect", "10/1s"), []string{"baseline", "batched", "batched+overlimit", "production", "production+lease"})
 }
 
 func benchServer(b *testing.B, p Policy, names []string) {

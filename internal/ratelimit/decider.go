@@ -9,9 +9,10 @@ import (
 
 // Decider makes rate-limit decisions. Implementations in this package:
 // RedisLimiter (one EVALSHA per decision), Batcher (concurrent decisions
-// pipelined), LocalLimiter (in-process) and Fallback (a shared decider behind
-// a circuit breaker, with a local bucket while it is open). All are safe for
-// concurrent use.
+// pipelined), LocalLimiter (in-process), Fallback (a shared decider behind
+// a circuit breaker, with a local bucket while it is open), OverLimitCache
+// (remembered denials) and Leaser (tokens leased from a shared decider a few
+// at a time). All are safe for concurrent use.
 type Decider interface {
 	// Allow takes cost tokens from the bucket of key under policy p, if it
 	// holds that many, and reports the outcome. A disabled policy allows
@@ -34,13 +35,15 @@ type Decision struct {
 	RetryAfter time.Duration
 	// Reset is the time until the bucket is full again (RateLimit "t").
 	Reset time.Duration
-	// Source is what decided: SourceRedis, SourceLocal or SourceNone.
+	// Source is what decided: SourceRedis, SourceLease, SourceLocal or
+	// SourceNone.
 	Source string
 }
 
 // Decision sources.
 const (
 	SourceRedis = "redis" // the shared bucket in Redis
+	SourceLease = "lease" // tokens this instance took earlier from the shared bucket (Leaser)
 	SourceLocal = "local" // an in-process bucket (no Redis, or the fallback)
 	SourceNone  = "none"  // nothing was checked: disabled policy, or fail-open while Redis is unavailable
 )

@@ -107,8 +107,10 @@ func TestRedisRefill(t *testing.T) {
 			if waited := time.Since(before); waited < denied.RetryAfter-time.Millisecond {
 				t.Fatalf("allowed after %v, before the Retry-After of %v", waited, denied.RetryAfter)
 			}
-			if allowed.Remaining != 0 {
-				t.Fatalf("refilled decision %+v, want 0 remaining", allowed)
+			// Polling may run late on a busy machine: a second token can have
+			// arrived by then (one every 50 ms), never more than the burst.
+			if allowed.Remaining > 1 {
+				t.Fatalf("refilled decision %+v, want at most 1 remaining", allowed)
 			}
 		})
 	}

@@ -410,8 +410,10 @@ func TestRateLimitRedisKilledDuringLoad(t *testing.T) {
 // two instances. Each flush makes the next EVALSHA fail with NOSCRIPT, and
 // the limiter must reload the script (EVAL) inside the same decision: every
 // redirect is a 302, every create a 201, no 5xx, and the redirect bucket
-// (50000/d, so it refills under one token a second) holds exactly the
-// tokens the counted decisions left.
+// (50000/d, so it refills under one token a second) never holds fewer tokens
+// than were taken: no admission without a Redis token. Redirects lease
+// tokens in small batches, so the bucket may also miss the tokens still
+// leased or dropped unused, a bounded number.
 func TestRateLimitScriptFlushUnderLoad(t *testing.T) {
 	const (
 		loadFor    = 3 * time.Second
@@ -486,7 +488,12 @@ func TestRateLimitScriptFlushUnderLoad(t *testing.T) {
 	if float64(redirects) != allowed+failOpen {
 		t.Errorf("%d redirects but %.0f allowed + %.0f fail-open decisions", redirects, allowed, failOpen)
 	}
-	lo, hi := int64(50000-allowed-failOpen), int64(50000-allowed)+refill
+	// Leases (ratelimit.LeaseConfig defaults: L = 16, MaxAge = 1 s): each
+	// instance holds at most L-1 tokens per key and drops at most that many
+	// per MaxAge.
+	const leaseSize, leaseMaxAge = 16, time.Second
+	leased := int64(len(servers)) * (leaseSize - 1) * (2 + int64(elapsed/leaseMaxAge))
+	lo, hi := int64(50000-allowed-failOpen)-leased, int64(50000-allowed)+refill
 	if tokens < lo || tokens > hi {
 		t.Errorf("redirect bucket holds %d tokens, want %d..%d: decisions were lost or taken twice", tokens, lo, hi)
 	}
