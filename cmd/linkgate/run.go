@@ -25,6 +25,7 @@ import (
 	"github.com/linkgate/linkgate/internal/health"
 	"github.com/linkgate/linkgate/internal/httpserver"
 	"github.com/linkgate/linkgate/internal/links"
+	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/internal/metrics"
 	"github.com/linkgate/linkgate/internal/store"
 )
@@ -50,7 +51,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	} else if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	// Every log line goes through one buffered sink, flushed every 100 ms and
+	// on return (see internal/logsink for what SIGKILL can lose).
+	logs := logsink.New(stdout, 0, 0)
+	defer logs.Flush()
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -154,6 +159,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Registry:       m.Registry(),
 		MetricsHandler: m.Handler(),
 		Logger:         logger,
+		AccessLog:      logs,
 		ReadTimeout:    cfg.ReadTimeout,
 		WriteTimeout:   cfg.WriteTimeout,
 		IdleTimeout:    cfg.IdleTimeout,
@@ -175,7 +181,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	var workers sync.WaitGroup
-	workers.Add(2)
+	workers.Add(3)
+	go func() { defer workers.Done(); _ = logs.Run(workCtx) }()
 	go func() { defer workers.Done(); _ = counter.Run(workCtx) }()
 	go func() { defer workers.Done(); _ = resolver.Run(workCtx) }() // cross-instance invalidations
 

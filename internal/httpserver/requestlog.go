@@ -3,7 +3,6 @@ package httpserver
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"log/slog"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -48,9 +47,9 @@ func (g *requestIDs) next() string {
 
 // requestLog takes the request ID from a valid X-Request-ID or makes one,
 // returns it in the response header, renders any error through errorHandler
-// (so the status logged, and seen by outer middleware, is the one sent), and
-// writes one JSON access-log line per request.
-func requestLog(logger *slog.Logger, errorHandler fiber.ErrorHandler) fiber.Handler {
+// (so the status logged is the one sent), and writes one JSON access-log line
+// per request.
+func requestLog(log *accessLog, errorHandler fiber.ErrorHandler) fiber.Handler {
 	ids := newRequestIDs()
 	return func(c *fiber.Ctx) error {
 		start := time.Now()
@@ -67,25 +66,14 @@ func requestLog(logger *slog.Logger, errorHandler fiber.ErrorHandler) fiber.Hand
 				return herr
 			}
 		}
-		status := c.Response().StatusCode()
-		level := slog.LevelInfo
-		if status >= 500 {
-			level = slog.LevelError
+		if status := c.Response().StatusCode(); log.enabled(status) {
+			e := accessEntry{start: start, requestID: id, method: c.Method(), path: c.Path(),
+				status: status, bytes: len(c.Response().Body()), ip: c.IP()}
+			if r := c.Route(); r != nil {
+				e.route = r.Path
+			}
+			log.write(&e)
 		}
-		route := ""
-		if r := c.Route(); r != nil {
-			route = r.Path
-		}
-		logger.LogAttrs(c.UserContext(), level, "request",
-			slog.String("request_id", id),
-			slog.String("method", c.Method()),
-			slog.String("path", c.Path()),
-			slog.String("route", route),
-			slog.Int("status", status),
-			slog.Int("bytes", len(c.Response().Body())),
-			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-			slog.String("ip", c.IP()),
-		)
 		return nil
 	}
 }

@@ -12,6 +12,7 @@ package httpserver
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -35,8 +36,12 @@ type Config struct {
 	Registry *prometheus.Registry
 	// MetricsHandler serves /metrics. Required.
 	MetricsHandler fiber.Handler
-	// Logger receives the JSON access log. Default: discard.
+	// Logger decides the log level (access lines are written at Info, 5xx at
+	// Error). Default: discard.
 	Logger *slog.Logger
+	// AccessLog receives one JSON line per request, when Logger enables it.
+	// Default: none.
+	AccessLog io.Writer
 	// ReadTimeout, WriteTimeout, IdleTimeout bound each connection (Fiber's
 	// defaults are unlimited). Defaults 10s, 10s, 75s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -105,7 +110,7 @@ func New(cfg Config) (*fiber.App, error) {
 	app.Server().CloseOnShutdown = true
 	guardUnknownMethods(app)
 
-	app.Use(requestLog(cfg.Logger, h.ErrorHandler))
+	app.Use(requestLog(newAccessLog(cfg.AccessLog, cfg.Logger), h.ErrorHandler))
 	app.Use(closeWhileDraining(cfg.Health))
 
 	// Probes and /metrics first: nothing after this point (limits, auth) may

@@ -1,0 +1,67 @@
+package logsink
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/linkgate/linkgate/internal/testenv"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *lockedBuffer) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+func TestLinesNeverInterleave(t *testing.T) {
+	var out lockedBuffer
+	s := New(&out, 256, time.Hour) // a small buffer: lines straddle flushes
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 500; i++ {
+				fmt.Fprintf(s, "{\"g\":%d,\"i\":%d,\"pad\":%q}\n", g, i, strings.Repeat("x", i%97))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 4000 {
+		t.Fatalf("%d lines, want 4000", len(lines))
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, `{"g":`) || !strings.HasSuffix(l, `"}`) {
+			t.Fatalf("torn line %q", l)
+		}
+	}
+}
+
+func TestRunFlushesPeriodicallyAndAtTheEnd(t *testing.T) {
+	var out lockedBuffer
+	s := New(&out, 0, 10*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	fmt.Fprintln(s, "first")
+	testenv.WaitFor(t, 2*time.Second, "the periodic flush", func() bool { return out.String() == "first\n" })
+	fmt.Fprintln(s, "last")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "first\nlast\n" {
+		t.Fatalf("after Run returned: %q", out.String())
+	}
+}
