@@ -48,10 +48,14 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) 
 			decider, err = ratelimit.NewOverLimitCache(ratelimit.OverLimitConfig{Next: fallback})
 		}
 		if err == nil {
-			// Redirects take small batches of tokens from the same exact
-			// buckets and spend them in-process; the over-admission bound is
-			// in internal/ratelimit's package doc. Create and api stay exact.
-			redirectDecider, err = ratelimit.NewLeaser(ratelimit.LeaseConfig{Next: fallback})
+			// Redirects take batches of tokens from the same exact buckets and
+			// spend them in-process. Over any window a key may get at most
+			// min(Instances×(Size-1), rate×MaxAge) more than the exact
+			// bucket would grant (internal/ratelimit's package doc): for the
+			// default 1200/1m policy that is 20 tokens whatever Size is, so
+			// Size is set for hot keys (64 measured ~10% more throughput than
+			// 16 with one client at 64 connections). Create and api stay exact.
+			redirectDecider, err = ratelimit.NewLeaser(ratelimit.LeaseConfig{Next: fallback, Size: redirectLeaseSize})
 		}
 		if err != nil {
 			batcher.Close()
@@ -77,6 +81,9 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) 
 	}
 	return l, closeAll, nil
 }
+
+// redirectLeaseSize is the most tokens the redirect leaser takes at once.
+const redirectLeaseSize = 64
 
 // redisLogger sends go-redis's internal messages (one per failed dial while
 // Redis is down) to slog at debug level; the limiter and the cache already
