@@ -194,6 +194,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
+		stop()         // a second SIGINT/SIGTERM now kills the process at once
 		probes.Drain() // /ready answers 503 from now on
 		logger.Info("shutting down", "delay", cfg.ShutdownDelay.String(), "drain_timeout", cfg.DrainTimeout.String())
 		if cfg.ShutdownDelay > 0 {
@@ -206,6 +207,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			logger.Warn("drain incomplete", "err", err)
 		}
 		cancel()
+		// fasthttp's shutdown does nothing if Serve has not registered the
+		// listener yet (a signal during start-up); closing it ends Serve
+		// either way.
+		_ = ln.Close()
 		<-serveErr
 	case runErr = <-serveErr:
 		runErr = fmt.Errorf("serve: %w", runErr)

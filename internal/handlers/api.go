@@ -97,20 +97,21 @@ func (h *Handlers) GetLink(c *fiber.Ctx) error {
 	return sendConditional(c, body, modified)
 }
 
-// DeleteLink handles DELETE /api/v1/links/:code (admin): 204. With If-Match,
-// the link is deleted only if its current ETag matches (412 otherwise).
+// DeleteLink handles DELETE /api/v1/links/:code (admin): 204. With
+// preconditions (If-Match, If-Unmodified-Since, If-None-Match), the link is
+// deleted only if they hold for its current representation (412 otherwise).
 func (h *Handlers) DeleteLink(c *fiber.Ctx) error {
 	code := utils.CopyString(c.Params("code"))
 	var check func(*links.Link) error
-	if c.Get(fiber.HeaderIfMatch) != "" || c.Get(fiber.HeaderIfUnmodifiedSince) != "" {
+	if c.Get(fiber.HeaderIfMatch) != "" || c.Get(fiber.HeaderIfUnmodifiedSince) != "" || c.Get(fiber.HeaderIfNoneMatch) != "" {
 		check = func(l *links.Link) error {
 			j, modified := h.view(l)
 			body, err := json.Marshal(j)
 			if err != nil {
 				return err
 			}
-			if precondition(c, strongETag(body), modified) == fiber.StatusPreconditionFailed {
-				return links.Errorf(links.EPRECONDITION, "The link's current ETag does not match If-Match.")
+			if precondition(c, strongETag(body), modified) != 0 { // 412; DELETE never gets 304
+				return links.Errorf(links.EPRECONDITION, "The link's current representation does not satisfy the request's preconditions.")
 			}
 			return nil
 		}

@@ -61,10 +61,9 @@ func requestLog(log *accessLog, errorHandler fiber.ErrorHandler) fiber.Handler {
 		}
 		c.Locals(handlers.RequestIDKey, id)
 		c.Set(fiber.HeaderXRequestID, id)
+		var herr error
 		if err := c.Next(); err != nil {
-			if herr := errorHandler(c, err); herr != nil {
-				return herr
-			}
+			herr = errorHandler(c, err) // Fiber answers 500 if this fails too
 		}
 		if status := c.Response().StatusCode(); log.enabled(status) {
 			e := accessEntry{start: start, requestID: id, method: c.Method(), path: c.Path(),
@@ -74,6 +73,6 @@ func requestLog(log *accessLog, errorHandler fiber.ErrorHandler) fiber.Handler {
 			}
 			log.write(&e)
 		}
-		return nil
+		return herr
 	}
 }

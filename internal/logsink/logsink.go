@@ -21,6 +21,7 @@ import (
 // Sink buffers writes to an underlying writer.
 type Sink struct {
 	mu       sync.Mutex
+	w        io.Writer
 	buf      *bufio.Writer
 	interval time.Duration
 }
@@ -34,21 +35,34 @@ func New(w io.Writer, size int, interval time.Duration) *Sink {
 	if interval <= 0 {
 		interval = 100 * time.Millisecond
 	}
-	return &Sink{buf: bufio.NewWriterSize(w, size), interval: interval}
+	return &Sink{w: w, buf: bufio.NewWriterSize(w, size), interval: interval}
 }
 
 // Write buffers p, one whole log line.
 func (s *Sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.buf.Write(p)
+	n, err := s.buf.Write(p)
+	s.recover(err)
+	return n, err
 }
 
 // Flush writes out everything buffered.
 func (s *Sink) Flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.buf.Flush()
+	err := s.buf.Flush()
+	s.recover(err)
+	return err
+}
+
+// recover drops what a failed write left in the buffer: bufio's errors are
+// sticky, and one failed write to stdout must not silence logging for good.
+// Called with mu held.
+func (s *Sink) recover(err error) {
+	if err != nil {
+		s.buf.Reset(s.w)
+	}
 }
 
 // Run flushes every interval until ctx is done, then flushes once more.

@@ -69,3 +69,30 @@ func TestRunFlushesPeriodicallyAndAtTheEnd(t *testing.T) {
 		t.Fatalf("after Run returned: %q", out.String())
 	}
 }
+
+type failOnce struct {
+	lockedBuffer
+	failed bool
+}
+
+func (f *failOnce) Write(p []byte) (int, error) {
+	if !f.failed {
+		f.failed = true
+		return 0, fmt.Errorf("disk full")
+	}
+	return f.lockedBuffer.Write(p)
+}
+
+func TestWriteErrorDoesNotSilenceLogging(t *testing.T) {
+	out := &failOnce{}
+	s := New(out, 16, time.Hour)
+	fmt.Fprintln(s, "lost line that fills the buffer")
+	_ = s.Flush()
+	fmt.Fprintln(s, "later")
+	if err := s.Flush(); err != nil {
+		t.Fatalf("flush after a failed write: %v", err)
+	}
+	if !strings.Contains(out.String(), "later") {
+		t.Fatalf("logging stayed silent after one failed write: %q", out.String())
+	}
+}

@@ -100,6 +100,10 @@ func badInputCases() []badCase {
 		{name: "list with wrong key", method: "GET", path: "/api/v1/links", header: []string{"Authorization: Bearer wrong-key-0123456789"}, want: 401},
 		{name: "list with basic auth", method: "GET", path: "/api/v1/links", header: []string{"Authorization: Basic YTpi"}, want: 401},
 		{name: "delete without key", method: "DELETE", path: "/api/v1/links/taken", want: 401},
+		// A wrong key is refused even where no key is needed (CheckAuth, not RequireAdmin).
+		{name: "create with wrong key", method: "POST", path: "/api/v1/links", body: `{"url":"https://example.com/wrongkey"}`, header: []string{jsonCT, "Authorization: Bearer wrong-key-0123456789"}, want: 401},
+		{name: "read with wrong key", method: "GET", path: "/api/v1/links/taken", header: []string{"Authorization: Bearer wrong-key-0123456789"}, want: 401},
+		seed("seed create with wrong key", `{"url_longa":"https://example.com/wrongkey"}`, 401, jsonCT, "Authorization: Bearer wrong-key-0123456789"),
 		{name: "delete unknown", method: "DELETE", path: "/api/v1/links/nosuchcode", header: []string{adminAuth}, want: 404},
 		{name: "unknown code", method: "GET", path: "/nosuchcode", want: 404},
 		{name: "unknown API route", method: "GET", path: "/api/v1/nothing", want: 404},

@@ -302,3 +302,24 @@ func cacheRawRequest(t *testing.T, s *server, method, path string, header ...str
 	}
 	return sb.String(), string(b)
 }
+
+// DELETE with If-None-Match matching the current representation (or *) is a
+// failed precondition (RFC 9110 section 13.1.2): 412, and the link stays.
+func TestCacheDeleteIfNoneMatch(t *testing.T) {
+	s := startServer(t, "sqlite://"+t.TempDir()+"/inm.db", cacheEnv()...)
+	code := cacheAlias("inm-")
+	s.create(t, fmt.Sprintf(`{"url":"https://example.com/inm","code":%q}`, code))
+	meta := s.URL + "/api/v1/links/" + code
+	etag := do(t, "GET", meta, nil).Header.Get("ETag")
+	for _, inm := range []string{etag, "*", `"other", ` + etag} {
+		if r := do(t, "DELETE", meta, nil, adminAuth, "If-None-Match: "+inm); r.Status != http.StatusPreconditionFailed {
+			t.Fatalf("DELETE with If-None-Match %s: %d %s, want 412", inm, r.Status, r.Body)
+		}
+		if g := do(t, "GET", meta, nil); g.Status != 200 {
+			t.Fatalf("link gone after a refused DELETE: %d", g.Status)
+		}
+	}
+	if r := do(t, "DELETE", meta, nil, adminAuth, `If-None-Match: "other"`); r.Status != http.StatusNoContent {
+		t.Fatalf("DELETE with a non-matching If-None-Match: %d, want 204", r.Status)
+	}
+}
