@@ -428,18 +428,6 @@ func (e *leaseEntry) idle(now int64) bool {
 // its keys are fetching at once), so that no key has two leases on one
 // instance.
 func (s *leaseShard) sweep(now int64, limit int) {
-	for k, e := range s.m {
-		if e.idle(now) {
-			delete(s.m, k)
-		}
-	}
-	keep := limit - limit/8 - 1
-	for k, e := range s.m {
-		if len(s.m) <= keep {
-			break
-		}
-		if !e.fetching {
-			delete(s.m, k)
-		}
-	}
+	sweepMap(s.m, limit, func(e *leaseEntry) bool { return e.idle(now) },
+		func(e *leaseEntry) bool { return !e.fetching })
 }

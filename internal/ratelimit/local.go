@@ -142,22 +142,10 @@ func (l *LocalLimiter) Allow(_ context.Context, p Policy, key string, cost int64
 	}, nil
 }
 
-// sweep drops the buckets that are full at now; if that leaves the shard
-// above 7/8 of limit it drops arbitrary buckets down to that, so that the
-// next sweep is at least limit/8 insertions away (amortised O(1)).
+// sweep drops the buckets that are full at now (a missing bucket is a full
+// one, so nothing is lost), then arbitrary ones down to 7/8 of limit.
 func (s *localShard) sweep(now int64, pr params, limit int) {
-	for k, b := range s.m {
-		if b.full(now, pr) {
-			delete(s.m, k)
-		}
-	}
-	keep := limit - limit/8 - 1
-	for k := range s.m {
-		if len(s.m) <= keep {
-			break
-		}
-		delete(s.m, k)
-	}
+	sweepMap(s.m, limit, func(b *bucket) bool { return b.full(now, pr) }, nil)
 }
 
 // table returns the bucket table of p, creating it on first use.

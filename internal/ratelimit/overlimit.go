@@ -113,18 +113,7 @@ func (c *OverLimitCache) Allow(ctx context.Context, p Policy, key string, cost i
 }
 
 // sweep drops the denials that have run out at now, then arbitrary ones
-// down to 7/8 of limit (see localShard.sweep).
+// down to 7/8 of limit (forgetting a denial early only costs a call to Next).
 func (s *overLimitShard) sweep(now time.Time, limit int) {
-	for k, e := range s.m {
-		if !now.Before(e.until) {
-			delete(s.m, k)
-		}
-	}
-	keep := limit - limit/8 - 1
-	for k := range s.m {
-		if len(s.m) <= keep {
-			break
-		}
-		delete(s.m, k)
-	}
+	sweepMap(s.m, limit, func(e overLimitEntry) bool { return !now.Before(e.until) }, nil)
 }
