@@ -85,13 +85,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if rdb != nil {
 		defer rdb.Close()
 	}
-	var cacheRedis cache.Redis // a nil *redis.Client must stay a nil interface
-	if rdb != nil {
-		cacheRedis = rdb
-	}
 	resolver, err := cache.New(cache.Config{
 		Source:       st,
-		Redis:        cacheRedis,
+		Redis:        rdb, // nil without LINKGATE_REDIS_URL: the cache runs LRU only
 		LRUSize:      cfg.CacheSize,
 		LRUTTL:       cfg.CacheTTL,
 		RedisTTL:     cfg.RedisCacheTTL,
