@@ -3,10 +3,8 @@ package postgres
 import (
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/linkgate/linkgate/internal/links"
 	"github.com/linkgate/linkgate/internal/testenv"
 )
 
@@ -123,33 +121,5 @@ func TestOpenRejects(t *testing.T) {
 			}
 			t.Log(err)
 		})
-	}
-}
-
-func TestAddClicksStampsUpdatedAtMonotonically(t *testing.T) {
-	t2 := time.Date(2030, 1, 2, 3, 4, 5, 678901234, time.UTC)
-	clock := t2
-	s, err := Open(t.Context(), Config{URL: testenv.PostgresURL(t), Now: func() time.Time { return clock }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ctx := t.Context()
-	if err := s.CreateLink(ctx, &links.Link{Code: "stamp", URL: "https://example.com/", Redirect: 302}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.AddClicks(ctx, map[string]int64{"stamp": 1}); err != nil {
-		t.Fatal(err)
-	}
-	clock = t2.Add(-time.Hour) // another instance, or a clock step back
-	if err := s.AddClicks(ctx, map[string]int64{"stamp": 1}); err != nil {
-		t.Fatal(err)
-	}
-	l, err := s.GetLink(ctx, "stamp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := t2.Truncate(time.Microsecond); !l.UpdatedAt.Equal(want) || l.Clicks != 2 {
-		t.Fatalf("UpdatedAt %v, clicks %d; want %v and 2", l.UpdatedAt, l.Clicks, want)
 	}
 }

@@ -59,3 +59,13 @@ func BenchmarkCreateLink(b *testing.B) {
 		})
 	}
 }
+
+func TestAddClicksStampsUpdatedAtMonotonically(t *testing.T) {
+	storetest.UpdatedAtIsMonotonic(t, func(t *testing.T, now func() time.Time) store.Store {
+		s, err := postgres.Open(t.Context(), postgres.Config{URL: testenv.PostgresURL(t), Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}

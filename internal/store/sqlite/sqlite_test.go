@@ -57,3 +57,13 @@ func BenchmarkCreateLink(b *testing.B) {
 		})
 	}
 }
+
+func TestAddClicksStampsUpdatedAtMonotonically(t *testing.T) {
+	storetest.UpdatedAtIsMonotonic(t, func(t *testing.T, now func() time.Time) store.Store {
+		s, err := sqlite.Open(t.Context(), sqlite.Config{Path: filepath.Join(t.TempDir(), "u.db"), Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}

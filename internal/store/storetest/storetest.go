@@ -766,3 +766,32 @@ func testBadInput(t *testing.T, open OpenFunc) {
 	mustCreate(t, s, odd)
 	checkLink(t, "odd code", mustGet(t, s, odd.Code), odd)
 }
+
+// UpdatedAtIsMonotonic checks that AddClicks stamps UpdatedAt from the
+// store's clock and never moves it back (a second instance, or a clock step
+// back, must not make Last-Modified go backwards). open opens a fresh, empty
+// store whose clock is now.
+func UpdatedAtIsMonotonic(t *testing.T, open func(t *testing.T, now func() time.Time) store.Store) {
+	t2 := time.Date(2030, 1, 2, 3, 4, 5, 678901234, time.UTC)
+	clock := t2
+	s := open(t, func() time.Time { return clock })
+	defer s.Close()
+	ctx := t.Context()
+	if err := s.CreateLink(ctx, &links.Link{Code: "stamp", URL: "https://example.com/", Redirect: 302}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddClicks(ctx, map[string]int64{"stamp": 1}); err != nil {
+		t.Fatal(err)
+	}
+	clock = t2.Add(-time.Hour) // another instance, or a clock step back
+	if err := s.AddClicks(ctx, map[string]int64{"stamp": 1}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.GetLink(ctx, "stamp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := t2.Truncate(time.Microsecond); !l.UpdatedAt.Equal(want) || l.Clicks != 2 {
+		t.Fatalf("UpdatedAt %v, clicks %d; want %v and 2", l.UpdatedAt, l.Clicks, want)
+	}
+}
