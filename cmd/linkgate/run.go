@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/linkgate/linkgate/internal/apikeys"
@@ -51,121 +52,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	} else if err != nil {
 		return err
 	}
-	// Every log line goes through one buffered sink, flushed every 100 ms and
-	// on return (see internal/logsink for what SIGKILL can lose).
-	logs := logsink.New(stdout, 0, 0)
-	defer logs.Flush()
-	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: cfg.LogLevel}))
-
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	m, err := metrics.New(metrics.Config{Version: version, Logger: logger})
+	w, err := wire(ctx, cfg, stdout)
 	if err != nil {
 		return err
 	}
-	rawStore, err := store.Open(ctx, cfg.DatabaseURL, store.Options{Logger: logger})
-	if err != nil {
-		return fmt.Errorf("open store: %w", err)
-	}
-	defer rawStore.Close()
-	st := metrics.InstrumentStore(rawStore, m)
-	if cfg.AdminKey != "" {
-		if err := apikeys.Bootstrap(ctx, st, cfg.AdminKey); err != nil {
-			return err
-		}
-	}
-
-	// go-redis logs through a package-level logger; this is its only setter.
-	redis.SetLogger(redisLogger{logger})
-	rdb, err := openRedis(cfg.RedisURL, cfg.RedisTimeout)
-	if err != nil {
-		return err
-	}
-	if rdb != nil {
-		defer rdb.Close()
-	}
-	resolver, err := cache.New(cache.Config{
-		Source:       st,
-		Redis:        rdb, // nil without LINKGATE_REDIS_URL: the cache runs LRU only
-		LRUSize:      cfg.CacheSize,
-		LRUTTL:       cfg.CacheTTL,
-		RedisTTL:     cfg.RedisCacheTTL,
-		NegativeTTL:  cfg.NegativeTTL,
-		RedisTimeout: cfg.RedisTimeout,
-		Recorder:     m,
-		Logger:       logger,
-	})
-	if err != nil {
-		return err
-	}
-	defer resolver.Close()
-	if err := m.SetCacheEntries(metrics.EntriesLRU, resolver.Len); err != nil {
-		return err
-	}
-	if err := m.SetCacheEntries(metrics.EntriesLRUNegative, resolver.NegativeLen); err != nil {
-		return err
-	}
-
-	counter, err := clicks.New(clicks.Config{Sink: st, Interval: cfg.ClickFlush, Logger: logger})
-	if err != nil {
-		return err
-	}
-	svc, err := links.NewService(links.ServiceConfig{
-		Store:       st,
-		Resolver:    resolver,
-		Invalidator: resolver,
-		URLs:        links.URLPolicy{OwnHosts: cfg.OwnHosts()},
-		Logger:      logger,
-	})
-	if err != nil {
-		return err
-	}
-	h, err := handlers.New(handlers.Config{
-		Links:          svc,
-		Clicks:         counter,
-		Auth:           apikeys.NewAuthenticator(st),
-		BaseURL:        cfg.BaseURL.String(),
-		PublicCreate:   cfg.PublicCreate,
-		RedirectMaxAge: cfg.RedirectMaxAge,
-		Metrics:        m,
-		Logger:         logger,
-	})
-	if err != nil {
-		return err
-	}
-	checks := []health.Check{{Name: "store", ComponentType: "datastore", Critical: true, Probe: st.Ping}}
-	if rdb != nil {
-		// Not critical: redirects and the limiter fail open without Redis.
-		checks = append(checks, health.Check{Name: "redis", ComponentType: "datastore",
-			Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
-	}
-	probes, err := health.New(health.Config{Version: version, Checks: checks})
-	if err != nil {
-		return err
-	}
-	limits, closeLimits, err := newLimits(cfg, m, logger)
-	if err != nil {
-		return err
-	}
-	defer closeLimits()
-	app, err := httpserver.New(httpserver.Config{
-		Handlers:       h,
-		Health:         probes,
-		Registry:       m.Registry(),
-		MetricsHandler: m.Handler(),
-		Logger:         logger,
-		AccessLog:      logs,
-		ReadTimeout:    cfg.ReadTimeout,
-		WriteTimeout:   cfg.WriteTimeout,
-		IdleTimeout:    cfg.IdleTimeout,
-		TrustedProxies: cfg.TrustedProxies,
-		CORSOrigins:    cfg.CORSOrigins,
-		Limits:         limits,
-	})
-	if err != nil {
-		return err
-	}
+	defer w.close()
+	app, logs, logger, probes, counter, resolver := w.app, w.logs, w.logger, w.probes, w.counter, w.resolver
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -214,9 +109,162 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	stopWork()
 	workers.Wait() // final click flush
-	// Deferred, in reverse: cache, Redis, store.
+	// Deferred: w.close (limiter, cache, Redis, store, in reverse), then the
+	// log flush.
 	logger.Info("linkgate stopped")
 	return runErr
+}
+
+// wired is every part Run assembles, before anything serves or runs in the
+// background: the app and the parts Run's serve loop and shutdown need.
+type wired struct {
+	app      *fiber.App
+	logs     *logsink.Sink
+	logger   *slog.Logger
+	probes   *health.Health
+	counter  *clicks.Counter
+	resolver *cache.Cache
+	closers  []func() // in the order opened; close runs them in reverse
+}
+
+// close releases what wire opened (limiter, cache, Redis, store), in reverse
+// order, then flushes the log sink. The background workers (Run starts them)
+// must have stopped.
+func (w *wired) close() {
+	for i := len(w.closers) - 1; i >= 0; i-- {
+		w.closers[i]()
+	}
+	w.closers = nil
+	w.logs.Flush()
+}
+
+// wire builds every part from cfg, by hand, in dependency order: log sink,
+// metrics, store, Redis, cache, click counter, service, handlers, probes,
+// limiter, app. Log lines go to stdout through one buffered sink (see
+// internal/logsink for what SIGKILL can lose). On error, what was opened is
+// closed again.
+func wire(ctx context.Context, cfg *config.Config, stdout io.Writer) (*wired, error) {
+	// Every log line goes through one buffered sink, flushed every 100 ms and
+	// on return (see internal/logsink for what SIGKILL can lose).
+	logs := logsink.New(stdout, 0, 0)
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	w := &wired{logs: logs, logger: logger}
+	ok := false
+	defer func() {
+		if !ok {
+			w.close()
+		}
+	}()
+
+	m, err := metrics.New(metrics.Config{Version: version, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	rawStore, err := store.Open(ctx, cfg.DatabaseURL, store.Options{Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	w.closers = append(w.closers, func() { rawStore.Close() })
+	st := metrics.InstrumentStore(rawStore, m)
+	if cfg.AdminKey != "" {
+		if err := apikeys.Bootstrap(ctx, st, cfg.AdminKey); err != nil {
+			return nil, err
+		}
+	}
+
+	// go-redis logs through a package-level logger; this is its only setter.
+	redis.SetLogger(redisLogger{logger})
+	rdb, err := openRedis(cfg.RedisURL, cfg.RedisTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if rdb != nil {
+		w.closers = append(w.closers, func() { rdb.Close() })
+	}
+	resolver, err := cache.New(cache.Config{
+		Source:       st,
+		Redis:        rdb, // nil without LINKGATE_REDIS_URL: the cache runs LRU only
+		LRUSize:      cfg.CacheSize,
+		LRUTTL:       cfg.CacheTTL,
+		RedisTTL:     cfg.RedisCacheTTL,
+		NegativeTTL:  cfg.NegativeTTL,
+		RedisTimeout: cfg.RedisTimeout,
+		Recorder:     m,
+		Logger:       logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	w.closers = append(w.closers, func() { resolver.Close() })
+	if err := m.SetCacheEntries(metrics.EntriesLRU, resolver.Len); err != nil {
+		return nil, err
+	}
+	if err := m.SetCacheEntries(metrics.EntriesLRUNegative, resolver.NegativeLen); err != nil {
+		return nil, err
+	}
+
+	counter, err := clicks.New(clicks.Config{Sink: st, Interval: cfg.ClickFlush, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	svc, err := links.NewService(links.ServiceConfig{
+		Store:       st,
+		Resolver:    resolver,
+		Invalidator: resolver,
+		URLs:        links.URLPolicy{OwnHosts: cfg.OwnHosts()},
+		Logger:      logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	h, err := handlers.New(handlers.Config{
+		Links:          svc,
+		Clicks:         counter,
+		Auth:           apikeys.NewAuthenticator(st),
+		BaseURL:        cfg.BaseURL.String(),
+		PublicCreate:   cfg.PublicCreate,
+		RedirectMaxAge: cfg.RedirectMaxAge,
+		Metrics:        m,
+		Logger:         logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	checks := []health.Check{{Name: "store", ComponentType: "datastore", Critical: true, Probe: st.Ping}}
+	if rdb != nil {
+		// Not critical: redirects and the limiter fail open without Redis.
+		checks = append(checks, health.Check{Name: "redis", ComponentType: "datastore",
+			Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
+	}
+	probes, err := health.New(health.Config{Version: version, Checks: checks})
+	if err != nil {
+		return nil, err
+	}
+	limits, closeLimits, err := newLimits(cfg, m, logger)
+	if err != nil {
+		return nil, err
+	}
+	w.closers = append(w.closers, closeLimits)
+	app, err := httpserver.New(httpserver.Config{
+		Handlers:       h,
+		Health:         probes,
+		Registry:       m.Registry(),
+		MetricsHandler: m.Handler(),
+		Logger:         logger,
+		AccessLog:      logs,
+		ReadTimeout:    cfg.ReadTimeout,
+		WriteTimeout:   cfg.WriteTimeout,
+		IdleTimeout:    cfg.IdleTimeout,
+		TrustedProxies: cfg.TrustedProxies,
+		CORSOrigins:    cfg.CORSOrigins,
+		Limits:         limits,
+	})
+	if err != nil {
+		return nil, err
+	}
+	w.app, w.probes, w.counter, w.resolver = app, probes, counter, resolver
+	ok = true
+	return w, nil
 }
 
 // runKeys implements "linkgate keys create --name NAME [--admin=BOOL]".

@@ -69,7 +69,7 @@ func BenchmarkResolveL2Hit(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		c.l1.Remove("abc1234")
+		c.l1.remove("abc1234")
 		if _, err := c.Resolve(ctx, "abc1234"); err != nil {
 			b.Fatal(err)
 		}

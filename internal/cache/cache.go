@@ -1,6 +1,7 @@
 // Package cache is the resolver cache in front of the link store: an
-// in-process LRU (L1, golang-lru/v2/expirable) over a shared Redis (L2) over
-// the store (the Source of truth).
+// in-process LRU (L1, our own compact one: see lru.go for why) over a shared
+// Redis (L2) over the store (the Source of truth). It answers with the
+// links.Target a redirect needs, which is all L1 keeps of a link.
 //
 // Resolve looks a code up in L1, then L2, then the Source. Concurrent misses
 // for one code are collapsed with singleflight into one load, so a burst of N
@@ -44,7 +45,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
@@ -185,8 +185,8 @@ type Cache struct {
 	rec Metrics
 	log *slog.Logger
 
-	l1    *expirable.LRU[string, *links.Link] // live links
-	l1neg *expirable.LRU[string, struct{}]    // codes known not to exist
+	l1    *lru // live links
+	l1neg *lru // codes known not to exist
 
 	// notFound is returned for every unknown code, so that a negative hit
 	// allocates nothing.
@@ -238,8 +238,8 @@ func New(cfg Config) (*Cache, error) {
 		cfg:           cfg,
 		rec:           cfg.Recorder,
 		log:           cfg.Logger,
-		l1:            expirable.NewLRU[string, *links.Link](cfg.LRUSize, nil, cfg.LRUTTL),
-		l1neg:         expirable.NewLRU[string, struct{}](cfg.LRUSize, nil, cfg.NegativeTTL),
+		l1:            newLRU(cfg.LRUSize, cfg.LRUTTL),
+		l1neg:         newLRU(cfg.LRUSize, cfg.NegativeTTL),
 		notFound:      links.Errorf(links.ENOTFOUND, "Link not found."),
 		fill:          redis.NewScript(fillLua),
 		invalidate:    redis.NewScript(invalidateLua),
@@ -254,7 +254,7 @@ func New(cfg Config) (*Cache, error) {
 
 func milliseconds(d time.Duration) int64 { return max(d.Milliseconds(), 1) }
 
-// Resolve returns the link with the code, or an error with code
+// Resolve returns the redirect target of the code, or an error with code
 // links.ENOTFOUND when the Source has none (remembered for NegativeTTL).
 // Other Source errors are returned wrapped and not cached; Redis errors are
 // counted and never returned.
@@ -264,26 +264,30 @@ func milliseconds(d time.Duration) int64 { return max(d.Milliseconds(), 1) }
 // with it. A caller whose ctx ends first gets ctx's error at once; the load
 // goes on and fills the caches for the others.
 //
-// Expired links are returned like any other; check l.Expired(now).
+// Expired links are returned like any other; check t.Expired(now).
 //
-// The returned *Link is shared with the cache and other callers: treat it as
-// read-only. Its Clicks is always 0 (clicks are not cached). code may be a
-// borrowed string (Fiber's c.Params): the cache copies it before keeping it.
-func (c *Cache) Resolve(ctx context.Context, code string) (*links.Link, error) {
-	if l, ok := c.l1.Get(code); ok {
+// The target's Code is owned by the cache (it may be kept), even when code is
+// a borrowed string (Fiber's c.Params): the cache copies code before keeping
+// it.
+func (c *Cache) Resolve(ctx context.Context, code string) (links.Target, error) {
+	if v, owned, ok := c.l1.get(code); ok {
 		c.rec.CacheRequest(LayerLRU, ResultHit)
-		return l, nil
+		return v.target(owned), nil
 	}
-	if _, ok := c.l1neg.Get(code); ok {
+	if c.l1neg.contains(code) {
 		c.rec.CacheRequest(LayerLRU, ResultNegativeHit)
-		return nil, c.notFound
+		return links.Target{}, c.notFound
 	}
 	c.rec.CacheRequest(LayerLRU, ResultMiss)
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("resolve link: %w", err)
+		return links.Target{}, fmt.Errorf("resolve link: %w", err)
 	}
 	if len(code) > maxCodeLen {
-		return c.readSource(ctx, code)
+		l, err := c.readSource(ctx, code)
+		if err != nil {
+			return links.Target{}, err
+		}
+		return l.Target(), nil
 	}
 	code = strings.Clone(code)
 	ch := c.group.DoChan(code, func() (any, error) {
@@ -295,33 +299,33 @@ func (c *Cache) Resolve(ctx context.Context, code string) (*links.Link, error) {
 			lctx, cancel = context.WithDeadline(lctx, dl)
 			defer cancel()
 		}
-		l, err := c.load(lctx, code)
+		t, err := c.load(lctx, code)
 		if err != nil {
 			return nil, err
 		}
-		return l, nil
+		return t, nil
 	})
 	select {
 	case r := <-ch:
 		if r.Err != nil {
-			return nil, r.Err
+			return links.Target{}, r.Err
 		}
-		return r.Val.(*links.Link), nil
+		return r.Val.(links.Target), nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("resolve link: %w", ctx.Err())
+		return links.Target{}, fmt.Errorf("resolve link: %w", ctx.Err())
 	}
 }
 
 // load reads L2 and then the Source for an L1 miss, and fills both tiers.
 // code is owned by the cache.
-func (c *Cache) load(ctx context.Context, code string) (*links.Link, error) {
+func (c *Cache) load(ctx context.Context, code string) (links.Target, error) {
 	// A load that finished just before this one began may have filled L1
 	// after our caller looked.
-	if l, ok := c.l1.Peek(code); ok {
-		return l, nil
+	if v, owned, ok := c.l1.get(code); ok {
+		return v.target(owned), nil
 	}
-	if _, ok := c.l1neg.Peek(code); ok {
-		return nil, c.notFound
+	if c.l1neg.contains(code) {
+		return links.Target{}, c.notFound
 	}
 	epoch := c.epoch.Load()
 	var gen string   // the code's L2 generation before the Source read
@@ -333,12 +337,14 @@ func (c *Cache) load(ctx context.Context, code string) (*links.Link, error) {
 			c.redisError("get", err)
 		case l != nil:
 			c.rec.CacheRequest(LayerRedis, ResultHit)
-			c.putL1(epoch, code, l)
-			return l, nil
+			t := l.Target()
+			t.Code = code
+			c.putL1(epoch, code, &t)
+			return t, nil
 		case negative:
 			c.rec.CacheRequest(LayerRedis, ResultNegativeHit)
 			c.putL1(epoch, code, nil)
-			return nil, c.notFound
+			return links.Target{}, c.notFound
 		default:
 			c.rec.CacheRequest(LayerRedis, ResultMiss)
 			gen, canFill = g, true
@@ -346,13 +352,19 @@ func (c *Cache) load(ctx context.Context, code string) (*links.Link, error) {
 	}
 	l, err := c.readSource(ctx, code)
 	if err != nil && links.ErrorCode(err) != links.ENOTFOUND {
-		return nil, err
+		return links.Target{}, err
 	}
 	if canFill {
 		c.putL2(ctx, code, gen, l)
 	}
-	c.putL1(epoch, code, l)
-	return l, err
+	if l == nil {
+		c.putL1(epoch, code, nil)
+		return links.Target{}, err
+	}
+	t := l.Target()
+	t.Code = code // owned by the cache; the entry keeps this copy
+	c.putL1(epoch, code, &t)
+	return t, nil
 }
 
 // readSource reads the Source and counts the result. It returns a private
@@ -425,18 +437,18 @@ func (c *Cache) putL2(ctx context.Context, code, gen string, l *links.Link) {
 	}
 }
 
-// putL1 stores l (nil: a negative entry) in L1 unless an eviction happened
-// since epoch was read or the cache is closed.
-func (c *Cache) putL1(epoch uint64, code string, l *links.Link) {
+// putL1 stores t (nil: a negative entry) in L1 unless an eviction happened
+// since epoch was read or the cache is closed. code must be owned.
+func (c *Cache) putL1(epoch uint64, code string, t *links.Target) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.epoch.Load() != epoch {
 		return
 	}
-	if l != nil {
-		c.l1.Add(code, l)
+	if t != nil {
+		c.l1.add(code, valueOf(t))
 	} else {
-		c.l1neg.Add(code, struct{}{})
+		c.l1neg.add(code, lruValue{})
 	}
 }
 
@@ -444,8 +456,8 @@ func (c *Cache) putL1(epoch uint64, code string, l *links.Link) {
 func (c *Cache) evict(code string) {
 	c.mu.Lock()
 	c.epoch.Add(1)
-	c.l1.Remove(code)
-	c.l1neg.Remove(code)
+	c.l1.remove(code)
+	c.l1neg.remove(code)
 	c.mu.Unlock()
 }
 
@@ -453,8 +465,8 @@ func (c *Cache) evict(code string) {
 func (c *Cache) purge() {
 	c.mu.Lock()
 	c.epoch.Add(1)
-	c.l1.Purge()
-	c.l1neg.Purge()
+	c.l1.purge()
+	c.l1neg.purge()
 	c.mu.Unlock()
 }
 
@@ -576,18 +588,14 @@ func (c *Cache) genKey(code string) string  { return c.cfg.KeyPrefix + "gen:" + 
 // Len returns the number of links in L1, including expired entries not yet
 // swept (the LRU sweeps every LRUTTL/100). It is meant for a gauge read at
 // scrape time.
-func (c *Cache) Len() int { return c.l1.Len() }
+func (c *Cache) Len() int { return c.l1.len() }
 
 // NegativeLen returns the number of negative entries in L1, counted like Len.
-func (c *Cache) NegativeLen() int { return c.l1neg.Len() }
+func (c *Cache) NegativeLen() int { return c.l1neg.len() }
 
 // Close stops Run, empties L1 and makes later loads skip L1. It does not
 // close the Redis client, which the caller owns. It always returns nil and
 // may be called more than once.
-//
-// golang-lru v2.0.7's expirable LRU starts a sweeping goroutine that its API
-// cannot stop (its Close is commented out upstream), so each Cache leaves two
-// idle goroutines behind; Close empties the LRUs so that they hold no links.
 func (c *Cache) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.done)

@@ -34,7 +34,7 @@ func TestResolveHitMiss(t *testing.T) {
 		t.Fatalf("source reads after L1 hit = %d, want 1", n)
 	}
 	if l2 := mustResolve(t, a, want.Code, want); l2 != l1 {
-		t.Fatal("L1 hits returned different pointers")
+		t.Fatalf("L1 hits returned different targets: %+v, %+v", l1, l2)
 	}
 	mustResolve(t, b, want.Code, want)
 	if n := src.reads.Load(); n != 1 {
@@ -78,7 +78,7 @@ func TestResolveStampede(t *testing.T) {
 			}
 			l, err := c.Resolve(context.Background(), want.Code)
 			if err == nil && (l.URL != want.URL || l.Code != want.Code) {
-				err = fmt.Errorf("wrong link %+v", *l)
+				err = fmt.Errorf("wrong link %+v", l)
 			}
 			errs <- err
 		})
@@ -210,7 +210,7 @@ func TestInvalidateAcrossInstances(t *testing.T) {
 		src.put(want)
 		mustResolve(t, a, want.Code, want)
 		mustResolve(t, b, want.Code, want)
-		if !b.l1.Contains(want.Code) {
+		if !b.l1.contains(want.Code) {
 			t.Fatal("B did not cache the link in L1")
 		}
 		src.del(want.Code)
@@ -283,7 +283,7 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	if err := a.Invalidate(t.Context(), k2.Code); err == nil {
 		t.Fatal("Invalidate with Redis down returned nil")
 	}
-	if a.l1.Contains(k2.Code) {
+	if a.l1.contains(k2.Code) {
 		t.Fatal("a failed Invalidate left the code in L1")
 	}
 
@@ -314,14 +314,14 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 
 	// The subscription is back: a delete on A reaches B.
 	mustResolve(t, b, k3.Code, k3)
-	if !b.l1.Contains(k3.Code) {
+	if !b.l1.contains(k3.Code) {
 		t.Fatal("B did not cache k3 in L1")
 	}
 	src.del(k3.Code)
 	if err := a.Invalidate(t.Context(), k3.Code); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := pollFor(time.Second, func() bool { return !b.l1.Contains(k3.Code) }); !ok {
+	if _, ok := pollFor(time.Second, func() bool { return !b.l1.contains(k3.Code) }); !ok {
 		t.Fatal("the invalidation did not reach B after the restart")
 	}
 	mustNotFound(t, b, k3.Code)
@@ -449,7 +449,7 @@ func TestLoadRacingInvalidateDoesNotWriteBack(t *testing.T) {
 				<-release
 			})
 			type result struct {
-				l   *links.Link
+				l   links.Target
 				err error
 			}
 			done := make(chan result, 1)
@@ -473,7 +473,7 @@ func TestLoadRacingInvalidateDoesNotWriteBack(t *testing.T) {
 				t.Fatalf("racing Resolve = %v, %v (it reads before the change)", r.l, r.err)
 			}
 
-			if a.l1.Contains(want.Code) || a.l1neg.Contains(want.Code) {
+			if a.l1.contains(want.Code) || a.l1neg.contains(want.Code) {
 				t.Fatal("the racing load wrote into L1")
 			}
 			rc := a.cfg.Redis.(*redis.Client)
@@ -512,11 +512,11 @@ func TestFailedInvalidateIsRetried(t *testing.T) {
 	if err := a.Invalidate(t.Context(), want.Code); err == nil {
 		t.Fatal("Invalidate during CLIENT PAUSE WRITE returned nil")
 	}
-	if !b.l1.Contains(want.Code) {
+	if !b.l1.contains(want.Code) {
 		t.Fatal("B lost the link although the invalidation failed")
 	}
 	testenv.WaitFor(t, 10*time.Second, "the retried invalidation to reach B and L2", func() bool {
-		if b.l1.Contains(want.Code) {
+		if b.l1.contains(want.Code) {
 			return false
 		}
 		n, err := admin.Exists(context.Background(), a.linkKey(want.Code)).Result()
@@ -673,7 +673,7 @@ func TestResolveCopiesBorrowedCode(t *testing.T) {
 	if src.reads.Load() != reads {
 		t.Fatal("the cached keys changed with the borrowed buffer")
 	}
-	if k, nk := c.l1.Keys(), c.l1neg.Keys(); !slices.Equal(k, []string{want.Code}) || !slices.Equal(nk, []string{"nothere"}) {
+	if k, nk := c.l1.keys(), c.l1neg.keys(); !slices.Equal(k, []string{want.Code}) || !slices.Equal(nk, []string{"nothere"}) {
 		t.Fatalf("L1 keys = %q, negative keys = %q", k, nk)
 	}
 }

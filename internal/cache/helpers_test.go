@@ -200,7 +200,7 @@ func sharedPair(t *testing.T, src Source, tweak func(*Config)) (a, b *Cache, ra,
 func isNotFound(err error) bool { return links.ErrorCode(err) == links.ENOTFOUND }
 
 // mustResolve resolves code on c and fails t unless it gives want.
-func mustResolve(t *testing.T, c *Cache, code string, want links.Link) *links.Link {
+func mustResolve(t *testing.T, c *Cache, code string, want links.Link) links.Target {
 	t.Helper()
 	l, err := c.Resolve(t.Context(), code)
 	if err != nil {
@@ -210,9 +210,9 @@ func mustResolve(t *testing.T, c *Cache, code string, want links.Link) *links.Li
 	return l
 }
 
-// sameLink fails t unless got holds want's cached fields (Clicks is not
-// cached and must be 0).
-func sameLink(t *testing.T, got *links.Link, want links.Link) {
+// sameCachedLink fails t unless got holds want's fields that L2 keeps
+// (Clicks is not cached and must be 0).
+func sameCachedLink(t *testing.T, got *links.Link, want links.Link) {
 	t.Helper()
 	if got == nil {
 		t.Fatal("got nil link")
@@ -220,6 +220,14 @@ func sameLink(t *testing.T, got *links.Link, want links.Link) {
 	if got.ID != want.ID || got.Code != want.Code || got.URL != want.URL || got.Redirect != want.Redirect ||
 		!got.CreatedAt.Equal(want.CreatedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) || got.Clicks != 0 {
 		t.Fatalf("link = %+v, want %+v without clicks", *got, want)
+	}
+}
+
+// sameLink fails t unless got is want's redirect target.
+func sameLink(t *testing.T, got links.Target, want links.Link) {
+	t.Helper()
+	if got.Code != want.Code || got.URL != want.URL || got.Redirect != want.Redirect || !got.ExpiresAt.Equal(want.ExpiresAt) {
+		t.Fatalf("target = %+v, want that of %+v", got, want)
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 // LinkService is what the handlers need from the domain (links.Service).
 type LinkService interface {
 	Create(ctx context.Context, req links.CreateRequest) (*links.Link, error)
-	Resolve(ctx context.Context, code string) (*links.Link, error)
+	Resolve(ctx context.Context, code string) (links.Target, error)
 	Get(ctx context.Context, code string) (*links.Link, error)
 	Delete(ctx context.Context, code string, precondition func(*links.Link) error) error
 	List(ctx context.Context, p links.ListParams) ([]*links.Link, links.Cursor, error)

@@ -25,7 +25,7 @@ func (h *Handlers) Redirect(c *fiber.Ctx) error {
 	}
 	h.cfg.Metrics.Redirect("found")
 	if c.Method() == fiber.MethodGet {
-		h.cfg.Clicks.Add(l.Code) // l.Code is owned by the link, not a Fiber buffer
+		h.cfg.Clicks.Add(l.Code) // l.Code is owned by the cache, not a Fiber buffer
 	}
 	c.Set(fiber.HeaderLocation, l.URL)
 	c.Set(fiber.HeaderCacheControl, h.redirectCacheControl)

@@ -50,6 +50,25 @@ func (l *Link) Expired(now time.Time) bool {
 	return !l.ExpiresAt.IsZero() && !now.Before(l.ExpiresAt)
 }
 
+// Target is what a redirect needs of a link, and all that the resolver
+// caches keep of one: its code, where and how it redirects, and until when.
+type Target struct {
+	Code      string
+	URL       string
+	Redirect  int
+	ExpiresAt time.Time // the zero time when the link never expires
+}
+
+// Target returns l's redirect target.
+func (l *Link) Target() Target {
+	return Target{Code: l.Code, URL: l.URL, Redirect: l.Redirect, ExpiresAt: l.ExpiresAt}
+}
+
+// Expired reports whether t has an expiry at or before now.
+func (t *Target) Expired(now time.Time) bool {
+	return !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt)
+}
+
 // Cursor is a keyset position in the newest-first listing: the next page holds
 // links with ID < AfterID. The zero Cursor means "from the newest".
 type Cursor struct {
