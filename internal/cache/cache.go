@@ -238,8 +238,8 @@ func New(cfg Config) (*Cache, error) {
 		cfg:           cfg,
 		rec:           cfg.Recorder,
 		log:           cfg.Logger,
-		l1:            newLRU(cfg.LRUSize, cfg.LRUTTL),
-		l1neg:         newLRU(cfg.LRUSize, cfg.NegativeTTL),
+		l1:            newLRU(cfg.LRUSize, cfg.LRUTTL, linkDataPerEntry),
+		l1neg:         newLRU(cfg.LRUSize, cfg.NegativeTTL, negativeDataPerEntry),
 		notFound:      links.Errorf(links.ENOTFOUND, "Link not found."),
 		fill:          redis.NewScript(fillLua),
 		invalidate:    redis.NewScript(invalidateLua),
@@ -270,9 +270,9 @@ func milliseconds(d time.Duration) int64 { return max(d.Milliseconds(), 1) }
 // a borrowed string (Fiber's c.Params): the cache copies code before keeping
 // it.
 func (c *Cache) Resolve(ctx context.Context, code string) (links.Target, error) {
-	if v, owned, ok := c.l1.get(code); ok {
+	if t, ok := c.l1.get(code); ok {
 		c.rec.CacheRequest(LayerLRU, ResultHit)
-		return v.target(owned), nil
+		return t, nil
 	}
 	if c.l1neg.contains(code) {
 		c.rec.CacheRequest(LayerLRU, ResultNegativeHit)
@@ -321,8 +321,8 @@ func (c *Cache) Resolve(ctx context.Context, code string) (links.Target, error) 
 func (c *Cache) load(ctx context.Context, code string) (links.Target, error) {
 	// A load that finished just before this one began may have filled L1
 	// after our caller looked.
-	if v, owned, ok := c.l1.get(code); ok {
-		return v.target(owned), nil
+	if t, ok := c.l1.get(code); ok {
+		return t, nil
 	}
 	if c.l1neg.contains(code) {
 		return links.Target{}, c.notFound

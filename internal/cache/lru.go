@@ -2,34 +2,42 @@ package cache
 
 import (
 	"hash/maphash"
-	"strings"
+	"math/bits"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/linkgate/linkgate/internal/links"
 )
 
-// lru is the in-process tier (L1): a fixed-capacity LRU of compact entries,
-// each with its own deadline, split into independently locked shards.
+// lru is the in-process tier (L1): a fixed-capacity LRU of redirect targets,
+// each with its own deadline, split into independently locked shards whose
+// memory lies outside the Go heap.
 //
 // Why our own rather than golang-lru/v2/expirable, which this package used
 // first: expirable keeps a list element with a time.Time, a map entry and the
 // cached value per key, takes one mutex for all cores and reads the wall
-// clock on every Get. Holding *links.Link values that came to about 650 B of
-// Go heap per cached link, 740 B of resident memory beyond the URL at a
-// million links (bench/results.md before this change), against a target of
-// 200 B; and the one lock and clock read were a measurable part of a
-// redirect. Here an entry is 64 bytes holding only what a redirect needs
-// (code, URL, status, expiry), entries live in chunks that are allocated
-// once and reused, linked by index instead of pointer, the map holds code →
-// index, and the clock is a monotonic reading (time.Since).
+// clock on every Get. Holding *links.Link values that came to 740 B of
+// resident memory per cached link beyond the URL at a million links, against
+// a target of 200 B (bench/results.md). A first compact version (64-byte
+// entries, a Go map, URLs as Go strings) still measured 361 B: whatever the
+// Go heap holds live, the garbage collector lets the heap grow to about twice
+// that (GOGC=100) before collecting, and a cache of a million links is most
+// of the live heap. So a shard keeps its records, its hash index and the
+// code and URL bytes in memory of its own (mmap'd where the platform has it,
+// see lru_mem_*.go), which the collector neither scans nor counts: a cached
+// link costs a 40-byte record, 16 bytes of index and its bytes rounded up to
+// 16, and nothing more however much garbage requests make. The price is one
+// allocation per hit (the target's code and URL, copied out under the
+// lock, since a slot is reused once its entry is gone).
 //
 // Eviction is least-recently-used per shard: a shard holds at most
-// ceil(size/shards) entries, so the whole holds at most size plus fewer
-// than one entry per shard, and a full shard evicts its own least recently
-// used entry even when another shard has room. Small sizes get one shard,
-// which is exact LRU. An entry past its deadline is never returned; it is
-// dropped when looked up or when it reaches the cold end. Safe for concurrent
+// ceil(size/shards) entries, so the whole holds at most size plus fewer than
+// one entry per shard, and a full shard evicts its own least recently used
+// entry even when another shard has room. Small sizes get one shard, which
+// is exact LRU. An entry past its deadline is never returned; it is dropped
+// when looked up or when it reaches the cold end. Codes longer than
+// maxL1Code and data longer than maxL1Data are not kept. Safe for concurrent
 // use.
 type lru struct {
 	shards []lruShard
@@ -39,28 +47,46 @@ type lru struct {
 	base   time.Time // the clock's zero: deadlines are durations since it
 }
 
-// lruChunk is how many entries are allocated at a time, per shard.
-const lruChunk = 1024
+// Limits of what L1 keeps.
+const (
+	maxL1Code = 255                  // fits lruRec.clen
+	maxL1Data = maxL1Code + 2048 + 1 // code + the longest URL the service accepts
+	slotUnit  = 16                   // data slots are multiples of this
+	nClasses  = (maxL1Data + slotUnit - 1) / slotUnit
+	// linkDataPerEntry and negativeDataPerEntry are the data arena reserved
+	// per entry (address space: only what is written becomes resident). When
+	// it runs out, the shard evicts cold entries to reuse their slots.
+	linkDataPerEntry     = 512
+	negativeDataPerEntry = 32
+)
 
-// lruEntry is one cached code. code and url are the only pointers.
-type lruEntry struct {
-	code, url  string
-	expires    int64 // links.Link.ExpiresAt in Unix microseconds; 0: never
-	deadline   int64 // nanoseconds since lru.base after which the entry is dead
-	prev, next int32 // neighbours in the recency list (-1: none)
-	redirect   uint16
+// lruRec is one entry's record: no Go pointers.
+type lruRec struct {
+	hash       uint64 // maphash of the code
+	deadline   int64  // nanoseconds since lru.base after which the entry is dead
+	expires    int64  // links.Target.ExpiresAt in Unix microseconds; 0: never
+	off        uint32 // data slot offset in slotUnit
+	prev, next int32  // neighbours in the recency list (-1: none); next also links free records
+	dlen       uint16 // code + URL bytes
+	clen       uint8  // code bytes
+	redirect   uint8  // status - 300
 }
 
 type lruShard struct {
-	mu     sync.Mutex
-	m      map[string]int32 // code → entry index
-	chunks [][]lruEntry     // entry i is chunks[i/lruChunk][i%lruChunk]
-	used   int32            // entries ever handed out (free ones are on the free list)
-	limit  int32            // most entries held at once
-	head   int32            // most recently used, -1 when empty
-	tail   int32            // least recently used, -1 when empty
-	free   int32            // free list through next, -1 when empty
-	_      [64]byte         // keep shards' locks on separate cache lines
+	mu      sync.Mutex
+	recs    []lruRec // limit records
+	index   []uint32 // linear probing: record index + 1, 0 empty; len a power of two
+	data    []byte   // code+URL slots
+	top     uint32   // data bump offset, in slotUnit
+	free    [nClasses]uint32
+	freeRec int32 // free records through next, -1 none
+	usedRec int32 // records ever handed out
+	n       int32
+	limit   int32
+	head    int32 // most recently used, -1 when empty
+	tail    int32 // least recently used, -1 when empty
+	mem     *lruMem
+	_       [64]byte // keep shards' locks on separate cache lines
 }
 
 // lruValue is what an entry holds besides its code.
@@ -82,7 +108,7 @@ func valueOf(t *links.Target) lruValue {
 	return v
 }
 
-// target rebuilds the target of code (owned by the entry) from v.
+// target rebuilds the target of code from v.
 func (v lruValue) target(code string) links.Target {
 	t := links.Target{Code: code, URL: v.url, Redirect: int(v.redirect)}
 	if v.expires != 0 {
@@ -91,110 +117,175 @@ func (v lruValue) target(code string) links.Target {
 	return t
 }
 
-// newLRU returns an lru holding at most about size entries for ttl each.
-func newLRU(size int, ttl time.Duration) *lru {
+// newLRU returns an lru holding at most about size entries for ttl each,
+// reserving dataPerEntry bytes per entry for codes and URLs.
+func newLRU(size int, ttl time.Duration, dataPerEntry int) *lru {
 	n := 1
-	for n < 64 && size/(n*2) >= 4*lruChunk { // shards of at least 4096 entries
+	for n < 64 && size/(n*2) >= 4096 { // shards of at least 4096 entries
 		n *= 2
 	}
 	l := &lru{shards: make([]lruShard, n), mask: uint64(n - 1), seed: maphash.MakeSeed(), ttl: ttl, base: time.Now()}
-	per := int32((size + n - 1) / n)
+	per := (size + n - 1) / n
 	for i := range l.shards {
-		s := &l.shards[i]
-		s.m = make(map[string]int32)
-		s.limit, s.head, s.tail, s.free = per, -1, -1, -1
+		l.shards[i].init(per, dataPerEntry)
 	}
 	return l
 }
 
-func (l *lru) shard(code string) *lruShard {
-	return &l.shards[maphash.String(l.seed, code)&l.mask]
+func (s *lruShard) init(limit, dataPerEntry int) {
+	idx := 1 << bits.Len(uint(2*limit-1)) // at most half full
+	recBytes := limit * int(unsafe.Sizeof(lruRec{}))
+	dataBytes := max(limit*dataPerEntry, 2*maxL1Data)
+	s.mem = newLRUMem(recBytes + idx*4 + dataBytes)
+	b := s.mem.b
+	s.recs = unsafe.Slice((*lruRec)(unsafe.Pointer(&b[0])), limit)
+	s.index = unsafe.Slice((*uint32)(unsafe.Pointer(&b[recBytes])), idx)
+	s.data = b[recBytes+idx*4:]
+	s.limit = int32(limit)
+	s.reset()
 }
+
+// reset empties the shard and gives the pages it wrote back.
+func (s *lruShard) reset() {
+	if s.top > 0 || s.usedRec > 0 {
+		s.mem.release()
+	}
+	s.top, s.free, s.freeRec, s.usedRec, s.n, s.head, s.tail = 0, [nClasses]uint32{}, -1, 0, 0, -1, -1
+}
+
+func (l *lru) shard(h uint64) *lruShard { return &l.shards[h&l.mask] }
 
 func (l *lru) now() int64 { return int64(time.Since(l.base)) }
 
-func (s *lruShard) at(i int32) *lruEntry { return &s.chunks[i/lruChunk][i%lruChunk] }
+// find returns the index slot and record of code, or ok=false. Called with
+// mu held.
+func (s *lruShard) find(h uint64, code string) (slot uint32, rec int32, ok bool) {
+	mask := uint32(len(s.index) - 1)
+	for i := uint32(h>>32) & mask; ; i = (i + 1) & mask {
+		v := s.index[i]
+		if v == 0 {
+			return 0, 0, false
+		}
+		r := &s.recs[v-1]
+		if r.hash == h && int(r.clen) == len(code) && s.code(r) == code {
+			return i, int32(v - 1), true
+		}
+	}
+}
 
-// get returns code's value and the entry's copy of code (owned, unlike a
-// borrowed lookup key), and marks it most recently used. An entry past its
-// deadline is removed and not returned.
-func (l *lru) get(code string) (lruValue, string, bool) {
-	s := l.shard(code)
+// code returns r's code bytes as a string view; valid only under mu.
+func (s *lruShard) code(r *lruRec) string {
+	return unsafe.String(&s.data[int(r.off)*slotUnit], int(r.clen))
+}
+
+// get returns code's target, with Code and URL in one new allocation (the
+// caller may keep them), and marks the entry most recently used. An entry
+// past its deadline is removed and not returned.
+func (l *lru) get(code string) (links.Target, bool) {
+	h := maphash.String(l.seed, code)
+	s := l.shard(h)
 	now := l.now()
 	s.mu.Lock()
-	i, ok := s.m[code]
+	slot, i, ok := s.find(h, code)
 	if !ok {
 		s.mu.Unlock()
-		return lruValue{}, "", false
+		return links.Target{}, false
 	}
-	e := s.at(i)
-	if now > e.deadline {
-		s.remove(i)
+	r := &s.recs[i]
+	if now > r.deadline {
+		s.remove(slot, i)
 		s.mu.Unlock()
-		return lruValue{}, "", false
+		return links.Target{}, false
 	}
-	v, owned := lruValue{url: e.url, expires: e.expires, redirect: e.redirect}, e.code
+	off := int(r.off) * slotUnit
+	both := string(s.data[off : off+int(r.dlen)])
+	v := lruValue{url: both[r.clen:], expires: r.expires, redirect: 300 + uint16(r.redirect)}
+	clen := r.clen
 	if s.head != i {
 		s.unlink(i)
 		s.pushFront(i)
 	}
 	s.mu.Unlock()
-	return v, owned, true
+	return v.target(both[:clen]), true
 }
 
 // contains reports whether code has a live entry, without marking it used.
 func (l *lru) contains(code string) bool {
-	s := l.shard(code)
+	h := maphash.String(l.seed, code)
+	s := l.shard(h)
 	now := l.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i, ok := s.m[code]
-	return ok && now <= s.at(i).deadline
+	_, i, ok := s.find(h, code)
+	return ok && now <= s.recs[i].deadline
 }
 
 // add stores v under code (replacing what it held) for ttl, evicting the
-// shard's least recently used entry when it is full. code must be owned by
-// the caller (not a view into a reused buffer).
+// shard's least recently used entries when it is full. Codes or data over
+// the limits are not stored (an entry the code had is removed).
 func (l *lru) add(code string, v lruValue) {
-	s := l.shard(code)
+	h := maphash.String(l.seed, code)
+	s := l.shard(h)
 	deadline := l.now() + int64(l.ttl)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if i, ok := s.m[code]; ok {
-		e := s.at(i)
-		e.url, e.expires, e.redirect, e.deadline = v.url, v.expires, v.redirect, deadline
-		if s.head != i {
-			s.unlink(i)
-			s.pushFront(i)
-		}
+	if slot, i, ok := s.find(h, code); ok {
+		s.remove(slot, i)
+	}
+	dlen := len(code) + len(v.url)
+	if len(code) > maxL1Code || dlen > maxL1Data || dlen == 0 || v.redirect != 0 && (v.redirect < 300 || v.redirect > 300+255) {
 		return
 	}
-	if int32(len(s.m)) >= s.limit {
-		s.remove(s.tail)
+	for s.n >= s.limit {
+		s.evictTail()
 	}
-	i := s.alloc()
-	*s.at(i) = lruEntry{code: code, url: v.url, expires: v.expires, redirect: v.redirect, deadline: deadline}
-	s.m[code] = i
+	off, ok := s.allocData(dlen)
+	for !ok && s.n > 0 {
+		s.evictTail() // the arena is used up: free cold slots until one fits
+		off, ok = s.allocData(dlen)
+	}
+	if !ok {
+		return
+	}
+	i := s.freeRec
+	if i >= 0 {
+		s.freeRec = s.recs[i].next
+	} else {
+		i = s.usedRec
+		s.usedRec++
+	}
+	b := s.data[int(off)*slotUnit:]
+	copy(b, code)
+	copy(b[len(code):], v.url)
+	s.recs[i] = lruRec{hash: h, deadline: deadline, expires: v.expires, off: off,
+		dlen: uint16(dlen), clen: uint8(len(code)), redirect: uint8(v.redirect - 300)} // 0 (negative entries) wraps; never read
+	mask := uint32(len(s.index) - 1)
+	j := uint32(h>>32) & mask
+	for s.index[j] != 0 {
+		j = (j + 1) & mask
+	}
+	s.index[j] = uint32(i) + 1
+	s.n++
 	s.pushFront(i)
 }
 
 // remove drops code's entry, if any.
 func (l *lru) remove(code string) {
-	s := l.shard(code)
+	h := maphash.String(l.seed, code)
+	s := l.shard(h)
 	s.mu.Lock()
-	if i, ok := s.m[code]; ok {
-		s.remove(i)
+	if slot, i, ok := s.find(h, code); ok {
+		s.remove(slot, i)
 	}
 	s.mu.Unlock()
 }
 
-// purge drops every entry and releases the chunks.
+// purge drops every entry.
 func (l *lru) purge() {
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		s.m = make(map[string]int32)
-		s.chunks, s.used, s.head, s.tail, s.free = nil, 0, -1, -1, -1
+		s.reset()
 		s.mu.Unlock()
 	}
 }
@@ -206,7 +297,7 @@ func (l *lru) len() int {
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		n += len(s.m)
+		n += int(s.n)
 		s.mu.Unlock()
 	}
 	return n
@@ -219,9 +310,9 @@ func (l *lru) keys() []string {
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		for code, j := range s.m {
-			if now <= s.at(j).deadline {
-				out = append(out, strings.Clone(code))
+		for j := s.head; j >= 0; j = s.recs[j].next {
+			if r := &s.recs[j]; now <= r.deadline {
+				out = append(out, string([]byte(s.code(r))))
 			}
 		}
 		s.mu.Unlock()
@@ -229,48 +320,80 @@ func (l *lru) keys() []string {
 	return out
 }
 
-// alloc returns a free entry index, from the free list or a new chunk.
-func (s *lruShard) alloc() int32 {
-	if i := s.free; i >= 0 {
-		s.free = s.at(i).next
-		return i
+// slotClass is the free-list class of a slot for n bytes: slots of class k
+// are (k+1)*slotUnit bytes.
+func slotClass(n int) int { return (n - 1) / slotUnit }
+
+// allocData returns the offset (in slotUnit) of a free slot for n bytes.
+func (s *lruShard) allocData(n int) (uint32, bool) {
+	k := slotClass(n)
+	if f := s.free[k]; f != 0 {
+		off := f - 1
+		s.free[k] = *(*uint32)(unsafe.Pointer(&s.data[int(off)*slotUnit]))
+		return off, true
 	}
-	if int(s.used) == len(s.chunks)*lruChunk {
-		s.chunks = append(s.chunks, make([]lruEntry, lruChunk))
+	units := uint32(k + 1)
+	if int(s.top+units)*slotUnit > len(s.data) {
+		return 0, false
 	}
-	s.used++
-	return s.used - 1
+	off := s.top
+	s.top += units
+	return off, true
 }
 
-// remove unlinks entry i, deletes it from the map and frees it.
-func (s *lruShard) remove(i int32) {
-	e := s.at(i)
-	delete(s.m, e.code)
+// evictTail removes the least recently used entry. Called with s.n > 0.
+func (s *lruShard) evictTail() {
+	i := s.tail
+	slot, _, _ := s.find(s.recs[i].hash, s.code(&s.recs[i]))
+	s.remove(slot, i)
+}
+
+// remove deletes record i (at index slot): from the index (shifting the
+// probe sequence back over the hole), the recency list, its data slot and
+// the record itself go back to their free lists.
+func (s *lruShard) remove(slot uint32, i int32) {
+	mask := uint32(len(s.index) - 1)
+	hole := slot
+	for j := (hole + 1) & mask; s.index[j] != 0; j = (j + 1) & mask {
+		home := uint32(s.recs[s.index[j]-1].hash>>32) & mask
+		// Move j into the hole unless its home lies cyclically in (hole, j].
+		if (j > hole && (home <= hole || home > j)) || (j < hole && home <= hole && home > j) {
+			s.index[hole] = s.index[j]
+			hole = j
+		}
+	}
+	s.index[hole] = 0
+
 	s.unlink(i)
-	*e = lruEntry{next: s.free} // drop the strings for the GC
-	s.free = i
+	r := &s.recs[i]
+	k := slotClass(int(r.dlen))
+	*(*uint32)(unsafe.Pointer(&s.data[int(r.off)*slotUnit])) = s.free[k]
+	s.free[k] = r.off + 1
+	*r = lruRec{next: s.freeRec}
+	s.freeRec = i
+	s.n--
 }
 
 func (s *lruShard) unlink(i int32) {
-	e := s.at(i)
-	if e.prev >= 0 {
-		s.at(e.prev).next = e.next
+	r := &s.recs[i]
+	if r.prev >= 0 {
+		s.recs[r.prev].next = r.next
 	} else {
-		s.head = e.next
+		s.head = r.next
 	}
-	if e.next >= 0 {
-		s.at(e.next).prev = e.prev
+	if r.next >= 0 {
+		s.recs[r.next].prev = r.prev
 	} else {
-		s.tail = e.prev
+		s.tail = r.prev
 	}
-	e.prev, e.next = -1, -1
+	r.prev, r.next = -1, -1
 }
 
 func (s *lruShard) pushFront(i int32) {
-	e := s.at(i)
-	e.prev, e.next = -1, s.head
+	r := &s.recs[i]
+	r.prev, r.next = -1, s.head
 	if s.head >= 0 {
-		s.at(s.head).prev = i
+		s.recs[s.head].prev = i
 	}
 	s.head = i
 	if s.tail < 0 {

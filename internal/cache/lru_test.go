@@ -2,7 +2,9 @@ package cache
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,25 +14,27 @@ import (
 )
 
 func lruGet(l *lru, code string) (string, bool) {
-	v, owned, ok := l.get(code)
-	if ok && owned != code {
-		panic("owned code " + owned + " for " + code)
+	t, ok := l.get(code)
+	if ok && t.Code != code {
+		panic("code " + t.Code + " for " + code)
 	}
-	return v.url, ok
+	return t.URL, ok
 }
 
+func val(url string) lruValue { return lruValue{url: url, redirect: 302} }
+
 func TestLRUEvictsLeastRecentlyUsed(t *testing.T) {
-	l := newLRU(3, time.Hour)
+	l := newLRU(3, time.Hour, 64)
 	if len(l.shards) != 1 {
 		t.Fatalf("%d shards for 3 entries, want 1 (exact LRU)", len(l.shards))
 	}
 	for _, c := range []string{"a", "b", "c"} {
-		l.add(c, lruValue{url: "u" + c})
+		l.add(c, val("u" + c))
 	}
 	if _, ok := lruGet(l, "a"); !ok { // a is now the most recent; b the least
 		t.Fatal("a missing")
 	}
-	l.add("d", lruValue{url: "ud"})
+	l.add("d", val("ud"))
 	if _, ok := lruGet(l, "b"); ok {
 		t.Fatal("b survived; it was the least recently used")
 	}
@@ -40,7 +44,7 @@ func TestLRUEvictsLeastRecentlyUsed(t *testing.T) {
 		}
 	}
 	// Replacing keeps one entry and refreshes it.
-	l.add("c", lruValue{url: "uc2"})
+	l.add("c", val("uc2"))
 	if u, _ := lruGet(l, "c"); u != "uc2" || l.len() != 3 {
 		t.Fatalf("c = %q, len %d", u, l.len())
 	}
@@ -50,11 +54,11 @@ func TestLRUEvictsLeastRecentlyUsed(t *testing.T) {
 		t.Fatalf("after remove: contains a %v, len %d", l.contains("a"), l.len())
 	}
 	// The freed entry is reused.
-	l.add("e", lruValue{url: "ue"})
+	l.add("e", val("ue"))
 	if got := slices.Sorted(slices.Values(l.keys())); !slices.Equal(got, []string{"c", "d", "e"}) {
 		t.Fatalf("keys %v", got)
 	}
-	if used := l.shards[0].used; used != 3 {
+	if used := l.shards[0].usedRec; used != 3 {
 		t.Fatalf("%d entries handed out, want 3 (the removed one reused)", used)
 	}
 	l.purge()
@@ -64,9 +68,9 @@ func TestLRUEvictsLeastRecentlyUsed(t *testing.T) {
 }
 
 func TestLRUDeadline(t *testing.T) {
-	l := newLRU(10, time.Hour)
-	l.add("a", lruValue{url: "ua"})
-	l.shards[0].at(l.shards[0].m["a"]).deadline = l.now() - 1 // as if an hour passed
+	l := newLRU(10, time.Hour, 64)
+	l.add("a", val("ua"))
+	l.shards[0].recs[l.shards[0].head].deadline = l.now() - 1 // as if an hour passed
 	if l.contains("a") {
 		t.Fatal("contains a dead entry")
 	}
@@ -86,12 +90,12 @@ func TestLRUDeadline(t *testing.T) {
 
 func TestLRUShardsBoundTheTotal(t *testing.T) {
 	const size = 100_000
-	l := newLRU(size, time.Hour)
+	l := newLRU(size, time.Hour, 64)
 	if len(l.shards) < 2 {
 		t.Fatalf("%d shards for %d entries", len(l.shards), size)
 	}
 	for i := range 3 * size {
-		l.add(fmt.Sprintf("code%07d", i), lruValue{url: "u"})
+		l.add(fmt.Sprintf("code%07d", i), val("u"))
 	}
 	if n := l.len(); n > size+len(l.shards) || n < size*9/10 {
 		t.Fatalf("len %d after %d adds into size %d", n, 3*size, size)
@@ -105,7 +109,7 @@ func TestLRUShardsBoundTheTotal(t *testing.T) {
 }
 
 func TestLRUConcurrent(t *testing.T) {
-	l := newLRU(20_000, time.Hour) // several shards
+	l := newLRU(20_000, time.Hour, 64) // several shards
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Go(func() {
@@ -115,7 +119,7 @@ func TestLRUConcurrent(t *testing.T) {
 					t.Errorf("%s = %q", c, u)
 					return
 				}
-				l.add(c, lruValue{url: "u" + c})
+				l.add(c, val("u" + c))
 				if i%1000 == 0 {
 					l.remove(c)
 				}
@@ -140,11 +144,85 @@ func TestLRUValueRoundTrip(t *testing.T) {
 	}
 }
 
-// TestLRUEntrySize pins the entry size the memory target was computed with.
-func TestLRUEntrySize(t *testing.T) {
-	if n := unsafeSizeofEntry(); n != 64 {
-		t.Fatalf("lruEntry is %d bytes, want 64", n)
+// TestLRURecordSize pins the record size the memory target was computed with.
+func TestLRURecordSize(t *testing.T) {
+	if n := unsafe.Sizeof(lruRec{}); n != 40 {
+		t.Fatalf("lruRec is %d bytes, want 40", n)
 	}
 }
 
-func unsafeSizeofEntry() uintptr { return unsafe.Sizeof(lruEntry{}) }
+// TestLRUMatchesModel runs random operations against a small lru (one shard,
+// a tiny data arena so that slots are reused and the arena runs out) and a
+// plain map with a recency list, and compares every answer.
+func TestLRUMatchesModel(t *testing.T) {
+	const size = 50
+	l := newLRU(size, time.Hour, 40)
+	type ent struct{ url string }
+	model := map[string]ent{}
+	var order []string // least recent first
+	touch := func(c string) {
+		order = slices.DeleteFunc(order, func(o string) bool { return o == c })
+		order = append(order, c)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for step := range 200_000 {
+		c := fmt.Sprintf("c%d", rng.IntN(120))
+		switch op := rng.IntN(10); {
+		case op < 5:
+			u, ok := lruGet(l, c)
+			m, mok := model[c]
+			if ok != mok || u != m.url {
+				t.Fatalf("step %d: get %s = %q, %v; model %q, %v", step, c, u, ok, m.url, mok)
+			}
+			if ok {
+				touch(c)
+			}
+		case op < 9:
+			u := "https://e.com/" + strings.Repeat("x", rng.IntN(300))
+			l.add(c, val(u))
+			// The model evicts like the lru: least recent until there is room
+			// for a record and for the bytes.
+			delete(model, c)
+			order = slices.DeleteFunc(order, func(o string) bool { return o == c })
+			model[c] = ent{u}
+			order = append(order, c)
+		default:
+			l.remove(c)
+			delete(model, c)
+			order = slices.DeleteFunc(order, func(o string) bool { return o == c })
+		}
+		// The lru may hold fewer (its arena filled up) but never more, and
+		// what it holds is the most recent of the model's, with their URLs.
+		if n := l.len(); n > size || n > len(model) {
+			t.Fatalf("step %d: len %d, model %d", step, n, len(model))
+		}
+		keys := l.keys()
+		for _, k := range keys {
+			if _, ok := model[k]; !ok {
+				t.Fatalf("step %d: lru holds %s, the model does not", step, k)
+			}
+		}
+		// Drop from the model what the lru evicted (its cold end).
+		for len(order) > len(keys) {
+			delete(model, order[0])
+			order = order[1:]
+		}
+		if got, want := slices.Sorted(slices.Values(keys)), slices.Sorted(slices.Values(order)); !slices.Equal(got, want) {
+			t.Fatalf("step %d: lru holds %v, want the %d most recent %v", step, got, len(want), want)
+		}
+	}
+}
+
+func TestLRULimitsAndNegatives(t *testing.T) {
+	l := newLRU(10, time.Hour, 32)
+	l.add(strings.Repeat("a", maxL1Code+1), val("https://e.com/"))
+	l.add("long", val("https://e.com/"+strings.Repeat("x", 2400)))
+	if l.len() != 0 {
+		t.Fatal("kept an over-long code or URL")
+	}
+	neg := newLRU(10, time.Hour, negativeDataPerEntry)
+	neg.add("nothere", lruValue{})
+	if !neg.contains("nothere") || neg.contains("other") {
+		t.Fatal("negative entry not kept")
+	}
+}
