@@ -29,7 +29,7 @@ func TestLRUEvictsLeastRecentlyUsed(t *testing.T) {
 		t.Fatalf("%d shards for 3 entries, want 1 (exact LRU)", len(l.shards))
 	}
 	for _, c := range []string{"a", "b", "c"} {
-		l.add(c, val("u" + c))
+		l.add(c, val("u"+c))
 	}
 	if _, ok := lruGet(l, "a"); !ok { // a is now the most recent; b the least
 		t.Fatal("a missing")
@@ -119,7 +119,7 @@ func TestLRUConcurrent(t *testing.T) {
 					t.Errorf("%s = %q", c, u)
 					return
 				}
-				l.add(c, val("u" + c))
+				l.add(c, val("u"+c))
 				if i%1000 == 0 {
 					l.remove(c)
 				}
