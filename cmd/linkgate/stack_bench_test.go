@@ -32,12 +32,28 @@ import (
 
 const stackCodes = 1000
 
-// BenchmarkStack/baseline: the minimal Fiber server of loadtest/baseline.
-// BenchmarkStack/embedded: SQLite, LRU only, local limiter.
-// BenchmarkStack/production: PostgreSQL, Redis L2 and Redis limiter.
-// BenchmarkStack/production-nolimit: the same without the redirect limiter.
+// BenchmarkStack/target=baseline: the minimal Fiber server of loadtest/baseline.
+// BenchmarkStack/target=embedded: SQLite, LRU only, local limiter, as shipped.
+// BenchmarkStack/target=embedded-nolog and embedded-nolimit: the same without
+// the access log (LINKGATE_LOG_LEVEL=warn) or the redirect limiter, to show
+// what each costs.
+// BenchmarkStack/target=production: PostgreSQL, Redis L2 and Redis limiter.
+// BenchmarkStack/target=production-nolimit: the same without the redirect
+// limiter.
+//
+// Each target is wired and seeded once; the testing package calls the
+// sub-benchmark several times with growing b.N.
 func BenchmarkStack(b *testing.B) {
-	b.Run("target=baseline", func(b *testing.B) {
+	target := func(name string, setup func(b *testing.B) fasthttp.RequestHandler) {
+		var handler fasthttp.RequestHandler
+		b.Run("target="+name, func(b *testing.B) {
+			if handler == nil {
+				handler = setup(b)
+			}
+			driveRedirects(b, handler)
+		})
+	}
+	target("baseline", func(b *testing.B) fasthttp.RequestHandler {
 		urls := make(map[string]string, stackCodes)
 		for i := range stackCodes {
 			urls[stackCode(i)] = stackURL(i)
@@ -51,22 +67,21 @@ func BenchmarkStack(b *testing.B) {
 			c.Set(fiber.HeaderLocation, url)
 			return c.SendStatus(fiber.StatusFound)
 		})
-		driveRedirects(b, app.Handler())
+		return app.Handler()
 	})
-	b.Run("target=embedded", func(b *testing.B) {
-		benchWired(b, map[string]string{
-			"LINKGATE_DATABASE_URL": "sqlite://" + filepath.Join(b.TempDir(), "bench.db"),
-		})
+	sqlite := func() map[string]string {
+		return map[string]string{"LINKGATE_DATABASE_URL": "sqlite://" + filepath.Join(b.TempDir(), "bench.db")}
+	}
+	target("embedded", func(*testing.B) fasthttp.RequestHandler { return benchWired(b, sqlite()) })
+	target("embedded-nolog", func(*testing.B) fasthttp.RequestHandler {
+		env := sqlite()
+		env["LINKGATE_LOG_LEVEL"] = "warn"
+		return benchWired(b, env)
 	})
-	b.Run("target=embedded-nolog", func(b *testing.B) {
-		benchWired(b, map[string]string{
-			"LINKGATE_DATABASE_URL": "sqlite://" + filepath.Join(b.TempDir(), "bench.db"), "LINKGATE_LOG_LEVEL": "warn",
-		})
-	})
-	b.Run("target=embedded-nolimit", func(b *testing.B) {
-		benchWired(b, map[string]string{
-			"LINKGATE_DATABASE_URL": "sqlite://" + filepath.Join(b.TempDir(), "bench.db"), "LINKGATE_RATELIMIT_REDIRECT": "off",
-		})
+	target("embedded-nolimit", func(*testing.B) fasthttp.RequestHandler {
+		env := sqlite()
+		env["LINKGATE_RATELIMIT_REDIRECT"] = "off"
+		return benchWired(b, env)
 	})
 	prod := func() map[string]string {
 		return map[string]string{
@@ -74,11 +89,11 @@ func BenchmarkStack(b *testing.B) {
 			"LINKGATE_REDIS_URL":    testenv.StartRedis(b).URL(),
 		}
 	}
-	b.Run("target=production", func(b *testing.B) { benchWired(b, prod()) })
-	b.Run("target=production-nolimit", func(b *testing.B) {
+	target("production", func(*testing.B) fasthttp.RequestHandler { return benchWired(b, prod()) })
+	target("production-nolimit", func(*testing.B) fasthttp.RequestHandler {
 		env := prod()
 		env["LINKGATE_RATELIMIT_REDIRECT"] = "off"
-		benchWired(b, env)
+		return benchWired(b, env)
 	})
 }
 
@@ -89,9 +104,9 @@ func stackURL(i int) string {
 
 // benchWired wires linkgate as Run does, with env on top of the shipped
 // defaults (limits generous: every request comes from one address), starts
-// its background workers, seeds the codes through the API and drives
-// redirects.
-func benchWired(b *testing.B, env map[string]string) {
+// its background workers (stopped when b ends), seeds the codes through the
+// API and returns the app's handler.
+func benchWired(b *testing.B, env map[string]string) fasthttp.RequestHandler {
 	const generous = "100000000/1s:100000000"
 	full := map[string]string{
 		"LINKGATE_BASE_URL":           "http://127.0.0.1:8080",
@@ -139,7 +154,7 @@ func benchWired(b *testing.B, env map[string]string) {
 			b.Fatalf("seeding %s: %d %s", stackCode(i), rc.Response.StatusCode(), rc.Response.Body())
 		}
 	}
-	driveRedirects(b, handler)
+	return handler
 }
 
 // newRequestCtx returns a RequestCtx from a loopback client, as fasthttp's

@@ -384,7 +384,7 @@ func (h *harness) coldRun(ctx context.Context) ([]coldRow, error) {
 
 // goBench runs the Go micro-benchmarks into -go-bench-out.
 func (h *harness) goBench(ctx context.Context) error {
-	pkgs := []string{"./internal/cache/", "./internal/links/", "./internal/ratelimit/", "./internal/metrics/"}
+	pkgs := []string{"./cmd/linkgate/", "./internal/cache/", "./internal/links/", "./internal/ratelimit/", "./internal/metrics/"}
 	h.logf("go test -bench %s (count %d)", strings.Join(pkgs, " "), h.o.GoBenchCount)
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
