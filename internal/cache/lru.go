@@ -240,12 +240,19 @@ func (l *lru) add(code string, v lruValue) {
 		s.evictTail()
 	}
 	off, ok := s.allocData(dlen)
-	for !ok && s.n > 0 {
-		s.evictTail() // the arena is used up: free cold slots until one fits
+	// The arena is used up and no free slot fits: free a few cold slots. A
+	// bounded number, so that a URL of an unusual length never empties a
+	// shard; an empty shard starts its arena over (no slot is in use).
+	for tries := 0; !ok && s.n > 0 && tries < 16; tries++ {
+		s.evictTail()
+		off, ok = s.allocData(dlen)
+	}
+	if !ok && s.n == 0 {
+		s.top, s.free = 0, [nClasses]uint32{}
 		off, ok = s.allocData(dlen)
 	}
 	if !ok {
-		return
+		return // not cached this time
 	}
 	i := s.freeRec
 	if i >= 0 {
@@ -324,20 +331,35 @@ func (l *lru) keys() []string {
 // are (k+1)*slotUnit bytes.
 func slotClass(n int) int { return (n - 1) / slotUnit }
 
-// allocData returns the offset (in slotUnit) of a free slot for n bytes.
+// allocData returns the offset (in slotUnit) of a free slot for n bytes: a
+// free slot of its class, new space, or, when the arena is used up, a free
+// slot of a larger class (it goes back to n's class when freed, wasting the
+// difference but never overrunning).
 func (s *lruShard) allocData(n int) (uint32, bool) {
 	k := slotClass(n)
-	if f := s.free[k]; f != 0 {
-		off := f - 1
-		s.free[k] = *(*uint32)(unsafe.Pointer(&s.data[int(off)*slotUnit]))
+	if off, ok := s.popFree(k); ok {
 		return off, true
 	}
-	units := uint32(k + 1)
-	if int(s.top+units)*slotUnit > len(s.data) {
+	if units := uint32(k + 1); int(s.top+units)*slotUnit <= len(s.data) {
+		off := s.top
+		s.top += units
+		return off, true
+	}
+	for j := k + 1; j < nClasses; j++ {
+		if off, ok := s.popFree(j); ok {
+			return off, true
+		}
+	}
+	return 0, false
+}
+
+func (s *lruShard) popFree(k int) (uint32, bool) {
+	f := s.free[k]
+	if f == 0 {
 		return 0, false
 	}
-	off := s.top
-	s.top += units
+	off := f - 1
+	s.free[k] = *(*uint32)(unsafe.Pointer(&s.data[int(off)*slotUnit]))
 	return off, true
 }
 

@@ -184,8 +184,10 @@ func TestLRUMatchesModel(t *testing.T) {
 			// for a record and for the bytes.
 			delete(model, c)
 			order = slices.DeleteFunc(order, func(o string) bool { return o == c })
-			model[c] = ent{u}
-			order = append(order, c)
+			if l.contains(c) { // an add may not cache (no slot fits)
+				model[c] = ent{u}
+				order = append(order, c)
+			}
 		default:
 			l.remove(c)
 			delete(model, c)
@@ -224,5 +226,30 @@ func TestLRULimitsAndNegatives(t *testing.T) {
 	neg.add("nothere", lruValue{})
 	if !neg.contains("nothere") || neg.contains("other") {
 		t.Fatal("negative entry not kept")
+	}
+}
+
+// TestLRUArenaShiftKeepsCaching fills the data arena with short entries,
+// then adds long ones: the shard must not be emptied by one add, and must
+// end up caching the long ones.
+func TestLRUArenaShiftKeepsCaching(t *testing.T) {
+	l := newLRU(100, time.Hour, 64) // one shard, 6,400 bytes of slots
+	for i := range 100 {
+		l.add(fmt.Sprintf("s%03d", i), val("https://e.com/"+strings.Repeat("s", 20)))
+	}
+	if l.len() != 100 {
+		t.Fatalf("len %d after 100 short adds", l.len())
+	}
+	long := "https://e.com/" + strings.Repeat("l", 200)
+	l.add("long0", val(long))
+	if n := l.len(); n < 100-16 {
+		t.Fatalf("one long add left %d entries", n)
+	}
+	for i := range 200 {
+		c := fmt.Sprintf("long%d", i)
+		l.add(c, val(long))
+		if u, ok := lruGet(l, c); i >= 20 && (!ok || u != long) {
+			t.Fatalf("long entry %d not cached once the arena turned over: %q, %v", i, u, ok)
+		}
 	}
 }
