@@ -146,16 +146,12 @@ type Metrics struct {
 	redirects    labelIndex
 	redirectsC   []prometheus.Counter // by redirects index
 
-	policies   labelIndex
-	decisions  labelIndex
-	decisionsC []prometheus.Counter // policy index × len(decisions) + decision index
+	decisions counterGrid // policy × decision
 
 	backendErrors prometheus.Counter
 	fallback      prometheus.Gauge
 
-	layers   labelIndex
-	results  labelIndex
-	cacheReq []prometheus.Counter // layer index × len(results) + result index
+	cacheReq counterGrid // layer × result
 
 	entries [2]atomic.Pointer[func() int] // by EntryLayers index
 
@@ -178,10 +174,6 @@ func New(cfg Config) (*Metrics, error) {
 	m := &Metrics{
 		reg:       prometheus.NewRegistry(),
 		redirects: labelIndex(RedirectResults()),
-		policies:  labelIndex(Policies()),
-		decisions: labelIndex(ratelimit.Decisions()),
-		layers:    labelIndex(cacheLayers()),
-		results:   labelIndex(cacheResults()),
 	}
 	for layer, fn := range cfg.CacheEntries {
 		if err := m.SetCacheEntries(layer, fn); err != nil {
@@ -206,11 +198,7 @@ func New(cfg Config) (*Metrics, error) {
 		Namespace: Namespace, Name: "ratelimit_decisions_total",
 		Help: "Rate-limit middleware decisions by policy and decision (allowed, limited, fail_open, error).",
 	}, []string{"policy", "decision"})
-	for _, p := range m.policies {
-		for _, d := range m.decisions {
-			m.decisionsC = append(m.decisionsC, decisions.WithLabelValues(p, d))
-		}
-	}
+	m.decisions = newCounterGrid(decisions, Policies(), ratelimit.Decisions())
 
 	m.backendErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "ratelimit_backend_errors_total",
@@ -225,11 +213,7 @@ func New(cfg Config) (*Metrics, error) {
 		Namespace: Namespace, Name: "cache_requests_total",
 		Help: "Link lookups by cache layer (lru, redis, store) and result (hit, miss, negative_hit, error).",
 	}, []string{"layer", "result"})
-	for _, l := range m.layers {
-		for _, r := range m.results {
-			m.cacheReq = append(m.cacheReq, cacheReq.WithLabelValues(l, r))
-		}
-	}
+	m.cacheReq = newCounterGrid(cacheReq, cacheLayers(), cacheResults())
 
 	collectorsToRegister := []prometheus.Collector{
 		collectors.NewGoCollector(),
@@ -348,10 +332,7 @@ func (m *Metrics) CacheRequest(layer, result string) {
 	if m == nil {
 		return
 	}
-	l, r := m.layers.of(layer), m.results.of(result)
-	if l >= 0 && r >= 0 {
-		m.cacheReq[l*len(m.results)+r].Inc()
-	}
+	m.cacheReq.inc(layer, result)
 }
 
 // Decision implements ratelimit.Recorder: it counts one decision of policy
@@ -361,10 +342,7 @@ func (m *Metrics) Decision(policy, decision string) {
 	if m == nil {
 		return
 	}
-	p, d := m.policies.of(policy), m.decisions.of(decision)
-	if p >= 0 && d >= 0 {
-		m.decisionsC[p*len(m.decisions)+d].Inc()
-	}
+	m.decisions.inc(policy, decision)
 }
 
 // BackendError implements ratelimit.Recorder: it counts one failed call to
@@ -402,6 +380,31 @@ func (ix labelIndex) of(v string) int {
 		}
 	}
 	return -1
+}
+
+// counterGrid is a two-label counter vector with every child resolved up
+// front, so that counting is two labelIndex scans and an Inc.
+type counterGrid struct {
+	rows, cols labelIndex
+	c          []prometheus.Counter // row index × len(cols) + column index
+}
+
+func newCounterGrid(vec *prometheus.CounterVec, rows, cols []string) counterGrid {
+	g := counterGrid{rows: rows, cols: cols}
+	for _, r := range rows {
+		for _, c := range cols {
+			g.c = append(g.c, vec.WithLabelValues(r, c))
+		}
+	}
+	return g
+}
+
+// inc counts one for (row, col); values outside the sets are dropped.
+func (g *counterGrid) inc(row, col string) {
+	r, c := g.rows.of(row), g.cols.of(col)
+	if r >= 0 && c >= 0 {
+		g.c[r*len(g.cols)+c].Inc()
+	}
 }
 
 // slogPrintln adapts a slog.Logger to promhttp.Logger.
