@@ -1,12 +1,9 @@
 package postgres_test
 
 import (
-	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/linkgate/linkgate/internal/links"
 	"github.com/linkgate/linkgate/internal/store"
 	"github.com/linkgate/linkgate/internal/store/postgres"
 	"github.com/linkgate/linkgate/internal/store/storetest"
@@ -33,31 +30,13 @@ func TestConformance(t *testing.T) {
 // second from concurrent callers; every create is its own transaction.
 func BenchmarkCreateLink(b *testing.B) {
 	url := testenv.PostgresURL(b)
-	for _, par := range []int{1, 8, 32} {
-		b.Run(fmt.Sprintf("goroutines=%dxGOMAXPROCS", par), func(b *testing.B) {
-			s, err := postgres.Open(b.Context(), postgres.Config{URL: url})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			prefix := fmt.Sprintf("p%d-%d-", par, time.Now().UnixNano())
-			var n atomic.Int64
-			created := time.Now().UTC().Truncate(time.Microsecond)
-			b.SetParallelism(par)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					l := &links.Link{Code: fmt.Sprintf("%s%d", prefix, n.Add(1)), URL: "https://example.com/some/long/path",
-						Redirect: links.RedirectFound, CreatedAt: created}
-					if err := s.CreateLink(b.Context(), l); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "creates/s")
-		})
-	}
+	storetest.BenchmarkCreate(b, func(b *testing.B) store.Store {
+		s, err := postgres.Open(b.Context(), postgres.Config{URL: url})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	})
 }
 
 func TestAddClicksStampsUpdatedAtMonotonically(t *testing.T) {

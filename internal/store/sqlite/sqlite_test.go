@@ -1,13 +1,10 @@
 package sqlite_test
 
 import (
-	"fmt"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/linkgate/linkgate/internal/links"
 	"github.com/linkgate/linkgate/internal/store"
 	"github.com/linkgate/linkgate/internal/store/sqlite"
 	"github.com/linkgate/linkgate/internal/store/storetest"
@@ -32,30 +29,13 @@ func TestConformance(t *testing.T) {
 // BenchmarkCreateLink measures durable (synchronous=FULL) creates per second
 // from concurrent callers; every create is its own committed transaction.
 func BenchmarkCreateLink(b *testing.B) {
-	for _, par := range []int{1, 8, 32} {
-		b.Run(fmt.Sprintf("goroutines=%dxGOMAXPROCS", par), func(b *testing.B) {
-			s, err := sqlite.Open(b.Context(), sqlite.Config{Path: filepath.Join(b.TempDir(), "bench.db")})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			var n atomic.Int64
-			created := time.Now().UTC().Truncate(time.Microsecond)
-			b.SetParallelism(par)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					l := &links.Link{Code: fmt.Sprintf("b%d", n.Add(1)), URL: "https://example.com/some/long/path",
-						Redirect: links.RedirectFound, CreatedAt: created}
-					if err := s.CreateLink(b.Context(), l); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "creates/s")
-		})
-	}
+	storetest.BenchmarkCreate(b, func(b *testing.B) store.Store {
+		s, err := sqlite.Open(b.Context(), sqlite.Config{Path: filepath.Join(b.TempDir(), "bench.db")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	})
 }
 
 func TestAddClicksStampsUpdatedAtMonotonically(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -398,14 +399,7 @@ func testAddClicksBatch(t *testing.T, open OpenFunc) {
 	if err := s.AddClicks(t.Context(), counts); err != nil {
 		t.Fatalf("AddClicks of %d codes: %v", len(counts), err)
 	}
-	all, err := s.ListLinks(t.Context(), links.ListParams{Limit: links.MaxListLimit})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(all) != n {
-		t.Fatalf("%d links, want %d", len(all), n)
-	}
-	for _, l := range all {
+	for _, l := range listAll(t, s, n) {
 		if want := counts[l.Code]; l.Clicks != want {
 			t.Fatalf("%s has %d clicks, want %d", l.Code, l.Clicks, want)
 		}
@@ -658,14 +652,7 @@ func testConcurrentDistinctCodes(t *testing.T, open OpenFunc) {
 		}
 		seen[ls[i].ID] = ls[i].Code
 	}
-	page, err := s.ListLinks(t.Context(), links.ListParams{Limit: links.MaxListLimit})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(page) != n {
-		t.Fatalf("listed %d links, want %d", len(page), n)
-	}
-	for _, l := range page {
+	for _, l := range listAll(t, s, n) {
 		if seen[l.ID] != l.Code {
 			t.Fatalf("listed %q with id %d, created as %q", l.Code, l.ID, seen[l.ID])
 		}
@@ -794,4 +781,47 @@ func UpdatedAtIsMonotonic(t *testing.T, open func(t *testing.T, now func() time.
 	if want := t2.Truncate(time.Microsecond); !l.UpdatedAt.Equal(want) || l.Clicks != 2 {
 		t.Fatalf("UpdatedAt %v, clicks %d; want %v and 2", l.UpdatedAt, l.Clicks, want)
 	}
+}
+
+// BenchmarkCreate measures durable creates per second from concurrent
+// callers (1, 8 and 32 goroutines per GOMAXPROCS); every create is its own
+// committed transaction. open returns a Store for b, closed by the benchmark;
+// codes are unique per run, so the database may be shared between runs.
+func BenchmarkCreate(b *testing.B, open func(b *testing.B) store.Store) {
+	for _, par := range []int{1, 8, 32} {
+		b.Run(fmt.Sprintf("goroutines=%dxGOMAXPROCS", par), func(b *testing.B) {
+			s := open(b)
+			defer s.Close()
+			prefix := fmt.Sprintf("p%d-%d-", par, time.Now().UnixNano())
+			var n atomic.Int64
+			created := time.Now().UTC().Truncate(time.Microsecond)
+			b.SetParallelism(par)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					l := &links.Link{Code: fmt.Sprintf("%s%d", prefix, n.Add(1)), URL: "https://example.com/some/long/path",
+						Redirect: links.RedirectFound, CreatedAt: created}
+					if err := s.CreateLink(b.Context(), l); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "creates/s")
+		})
+	}
+}
+
+// listAll returns every link of s (at most links.MaxListLimit), failing t
+// unless there are exactly n.
+func listAll(t *testing.T, s store.Store, n int) []*links.Link {
+	t.Helper()
+	all, err := s.ListLinks(t.Context(), links.ListParams{Limit: links.MaxListLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != n {
+		t.Fatalf("listed %d links, want %d", len(all), n)
+	}
+	return all
 }
