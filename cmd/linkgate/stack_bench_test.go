@@ -15,6 +15,7 @@ import (
 
 	"github.com/linkgate/linkgate/internal/config"
 	"github.com/linkgate/linkgate/internal/testenv"
+	"github.com/linkgate/linkgate/loadtest/baseline/mapserver"
 )
 
 // The stack benchmarks measure what one redirect costs linkgate's user-space
@@ -22,8 +23,8 @@ import (
 // click counting, the access log) driven in-process through the fasthttp
 // handler, with the response serialised as fasthttp would write it. Sockets,
 // the kernel and the scheduler are left out, so the numbers are stable on a
-// shared machine; "baseline" is the minimal Fiber map server of
-// loadtest/baseline, measured the same way, so that
+// shared machine; "baseline" is the minimal Fiber map server that
+// loadtest/baseline serves (package mapserver), measured the same way, so that
 //
 //	go test ./cmd/linkgate -run '^$' -bench Stack -count 5 | benchstat -col /target -
 //
@@ -41,44 +42,32 @@ const stackCodes = 1000
 // BenchmarkStack/target=production-nolimit: the same without the redirect
 // limiter.
 //
-// Each target is wired and seeded once; the testing package calls the
-// sub-benchmark several times with growing b.N.
+// Each target is wired and seeded once, before its sub-benchmark and on the
+// parent b, whose goroutine may fail it and which lives until BenchmarkStack
+// ends (the testing package calls a sub-benchmark several times with growing
+// b.N). So every target is set up even when -bench selects fewer.
 func BenchmarkStack(b *testing.B) {
-	target := func(name string, setup func(b *testing.B) fasthttp.RequestHandler) {
-		var handler fasthttp.RequestHandler
-		b.Run("target="+name, func(b *testing.B) {
-			if handler == nil {
-				handler = setup(b)
-			}
-			driveRedirects(b, handler)
-		})
+	target := func(name string, setup func() fasthttp.RequestHandler) {
+		handler := setup()
+		b.Run("target="+name, func(b *testing.B) { driveRedirects(b, handler) })
 	}
-	target("baseline", func(b *testing.B) fasthttp.RequestHandler {
+	target("baseline", func() fasthttp.RequestHandler {
 		urls := make(map[string]string, stackCodes)
 		for i := range stackCodes {
 			urls[stackCode(i)] = stackURL(i)
 		}
-		app := fiber.New(fiber.Config{DisableStartupMessage: true})
-		app.Get("/:code", func(c *fiber.Ctx) error {
-			url, ok := urls[c.Params("code")]
-			if !ok {
-				return c.SendStatus(fiber.StatusNotFound)
-			}
-			c.Set(fiber.HeaderLocation, url)
-			return c.SendStatus(fiber.StatusFound)
-		})
-		return app.Handler()
+		return mapserver.New(urls).Handler()
 	})
 	sqlite := func() map[string]string {
 		return map[string]string{"LINKGATE_DATABASE_URL": "sqlite://" + filepath.Join(b.TempDir(), "bench.db")}
 	}
-	target("embedded", func(*testing.B) fasthttp.RequestHandler { return benchWired(b, sqlite()) })
-	target("embedded-nolog", func(*testing.B) fasthttp.RequestHandler {
+	target("embedded", func() fasthttp.RequestHandler { return benchWired(b, sqlite()) })
+	target("embedded-nolog", func() fasthttp.RequestHandler {
 		env := sqlite()
 		env["LINKGATE_LOG_LEVEL"] = "warn"
 		return benchWired(b, env)
 	})
-	target("embedded-nolimit", func(*testing.B) fasthttp.RequestHandler {
+	target("embedded-nolimit", func() fasthttp.RequestHandler {
 		env := sqlite()
 		env["LINKGATE_RATELIMIT_REDIRECT"] = "off"
 		return benchWired(b, env)
@@ -89,8 +78,8 @@ func BenchmarkStack(b *testing.B) {
 			"LINKGATE_REDIS_URL":    testenv.StartRedis(b).URL(),
 		}
 	}
-	target("production", func(*testing.B) fasthttp.RequestHandler { return benchWired(b, prod()) })
-	target("production-nolimit", func(*testing.B) fasthttp.RequestHandler {
+	target("production", func() fasthttp.RequestHandler { return benchWired(b, prod()) })
+	target("production-nolimit", func() fasthttp.RequestHandler {
 		env := prod()
 		env["LINKGATE_RATELIMIT_REDIRECT"] = "off"
 		return benchWired(b, env)

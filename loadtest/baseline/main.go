@@ -1,6 +1,7 @@
-// Command baseline is the smallest Fiber v2 server that does linkgate's job:
-// GET /:code answers 302 with the Location read from an in-memory Go map, and
-// unknown codes answer 404. It has no store, cache, limiter, metrics or logs,
+// Command baseline serves the smallest Fiber v2 app that does linkgate's job
+// (package mapserver): GET /:code answers 302 with the Location read from an
+// in-memory Go map, and unknown codes answer 404. It has no store, cache,
+// limiter, metrics or logs,
 // so `make bench` can put linkgate's numbers beside what Fiber itself does on
 // the same machine in the same run.
 //
@@ -27,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
+	"github.com/linkgate/linkgate/loadtest/baseline/mapserver"
 )
 
 func main() {
@@ -62,15 +63,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
-	app := fiber.New(fiber.Config{DisableStartupMessage: true})
-	app.Get("/:code", func(c *fiber.Ctx) error {
-		url, ok := urls[c.Params("code")]
-		if !ok {
-			return c.SendStatus(fiber.StatusNotFound)
-		}
-		c.Set(fiber.HeaderLocation, url)
-		return c.SendStatus(fiber.StatusFound)
-	})
+	app := mapserver.New(urls)
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,23 @@
+// Package mapserver is the baseline of linkgate's benchmarks: the smallest
+// Fiber v2 app that does linkgate's job. GET /:code answers 302 with the
+// Location read from a Go map; unknown codes answer 404. The baseline command
+// (loadtest/baseline) serves it over TCP for `make bench`, and cmd/linkgate's
+// BenchmarkStack drives its handler in-process, so both measure the same app.
+package mapserver
+
+import "github.com/gofiber/fiber/v2"
+
+// New returns the app answering from urls (code → URL), which it reads but
+// never changes.
+func New(urls map[string]string) *fiber.App {
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Get("/:code", func(c *fiber.Ctx) error {
+		url, ok := urls[c.Params("code")]
+		if !ok {
+			return c.SendStatus(fiber.StatusNotFound)
+		}
+		c.Set(fiber.HeaderLocation, url)
+		return c.SendStatus(fiber.StatusFound)
+	})
+	return app
+}
