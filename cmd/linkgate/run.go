@@ -144,9 +144,7 @@ func (w *wired) close() {
 // internal/logsink for what SIGKILL can lose). On error, what was opened is
 // closed again.
 func wire(ctx context.Context, cfg *config.Config, stdout io.Writer) (*wired, error) {
-	// Every log line goes through one buffered sink, flushed every 100 ms and
-	// on return (see internal/logsink for what SIGKILL can lose).
-	logs := logsink.New(stdout, 0, 0)
+	logs := logsink.New(stdout, 0, 0) // flushed every 100 ms once Run starts it, and by close
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	w := &wired{logs: logs, logger: logger}
 	ok := false

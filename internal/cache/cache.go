@@ -266,9 +266,8 @@ func milliseconds(d time.Duration) int64 { return max(d.Milliseconds(), 1) }
 //
 // Expired links are returned like any other; check t.Expired(now).
 //
-// The target's Code is owned by the cache (it may be kept), even when code is
-// a borrowed string (Fiber's c.Params): the cache copies code before keeping
-// it.
+// The target is the caller's: its Code may be kept even when code is a
+// borrowed string (Fiber's c.Params).
 func (c *Cache) Resolve(ctx context.Context, code string) (links.Target, error) {
 	if t, ok := c.l1.get(code); ok {
 		c.rec.CacheRequest(LayerLRU, ResultHit)
@@ -338,7 +337,6 @@ func (c *Cache) load(ctx context.Context, code string) (links.Target, error) {
 		case l != nil:
 			c.rec.CacheRequest(LayerRedis, ResultHit)
 			t := l.Target()
-			t.Code = code
 			c.putL1(epoch, code, &t)
 			return t, nil
 		case negative:
@@ -362,27 +360,18 @@ func (c *Cache) load(ctx context.Context, code string) (links.Target, error) {
 		return links.Target{}, err
 	}
 	t := l.Target()
-	t.Code = code // owned by the cache; the entry keeps this copy
 	c.putL1(epoch, code, &t)
 	return t, nil
 }
 
-// readSource reads the Source and counts the result. It returns a private
-// copy of the link without Clicks, c.notFound for an unknown code, or a
-// wrapped error.
+// readSource reads the Source and counts the result. It returns the link,
+// c.notFound for an unknown code, or a wrapped error.
 func (c *Cache) readSource(ctx context.Context, code string) (*links.Link, error) {
 	l, err := c.cfg.Source.GetLink(ctx, code)
 	switch {
 	case err == nil && l != nil:
 		c.rec.CacheRequest(LayerStore, ResultHit)
-		return &links.Link{
-			ID:        l.ID,
-			Code:      l.Code,
-			URL:       l.URL,
-			Redirect:  l.Redirect,
-			CreatedAt: l.CreatedAt,
-			ExpiresAt: l.ExpiresAt,
-		}, nil
+		return l, nil
 	case err == nil:
 		c.rec.CacheRequest(LayerStore, ResultError)
 		return nil, errors.New("resolve link: source returned neither a link nor an error")
@@ -438,7 +427,7 @@ func (c *Cache) putL2(ctx context.Context, code, gen string, l *links.Link) {
 }
 
 // putL1 stores t (nil: a negative entry) in L1 unless an eviction happened
-// since epoch was read or the cache is closed. code must be owned.
+// since epoch was read or the cache is closed.
 func (c *Cache) putL1(epoch uint64, code string, t *links.Target) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -446,9 +435,9 @@ func (c *Cache) putL1(epoch uint64, code string, t *links.Target) {
 		return
 	}
 	if t != nil {
-		c.l1.add(code, valueOf(t))
+		c.l1.add(code, t)
 	} else {
-		c.l1neg.add(code, lruValue{})
+		c.l1neg.add(code, nil)
 	}
 }
 

@@ -3,6 +3,7 @@ package cache
 import (
 	"hash/maphash"
 	"math/bits"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -89,34 +90,6 @@ type lruShard struct {
 	_       [64]byte // keep shards' locks on separate cache lines
 }
 
-// lruValue is what an entry holds besides its code.
-type lruValue struct {
-	url      string
-	expires  int64
-	redirect uint16
-}
-
-// valueOf returns what L1 keeps of t (nil: a negative entry).
-func valueOf(t *links.Target) lruValue {
-	if t == nil {
-		return lruValue{}
-	}
-	v := lruValue{url: t.URL, redirect: uint16(t.Redirect)}
-	if !t.ExpiresAt.IsZero() {
-		v.expires = t.ExpiresAt.UnixMicro()
-	}
-	return v
-}
-
-// target rebuilds the target of code from v.
-func (v lruValue) target(code string) links.Target {
-	t := links.Target{Code: code, URL: v.url, Redirect: int(v.redirect)}
-	if v.expires != 0 {
-		t.ExpiresAt = time.UnixMicro(v.expires).UTC()
-	}
-	return t
-}
-
 // newLRU returns an lru holding at most about size entries for ttl each,
 // reserving dataPerEntry bytes per entry for codes and URLs.
 func newLRU(size int, ttl time.Duration, dataPerEntry int) *lru {
@@ -199,14 +172,16 @@ func (l *lru) get(code string) (links.Target, bool) {
 	}
 	off := int(r.off) * slotUnit
 	both := string(s.data[off : off+int(r.dlen)])
-	v := lruValue{url: both[r.clen:], expires: r.expires, redirect: 300 + uint16(r.redirect)}
-	clen := r.clen
+	t := links.Target{Code: both[:r.clen], URL: both[r.clen:], Redirect: 300 + int(r.redirect)}
+	if r.expires != 0 {
+		t.ExpiresAt = time.UnixMicro(r.expires).UTC()
+	}
 	if s.head != i {
 		s.unlink(i)
 		s.pushFront(i)
 	}
 	s.mu.Unlock()
-	return v.target(both[:clen]), true
+	return t, true
 }
 
 // contains reports whether code has a live entry, without marking it used.
@@ -220,10 +195,11 @@ func (l *lru) contains(code string) bool {
 	return ok && now <= s.recs[i].deadline
 }
 
-// add stores v under code (replacing what it held) for ttl, evicting the
-// shard's least recently used entries when it is full. Codes or data over
-// the limits are not stored (an entry the code had is removed).
-func (l *lru) add(code string, v lruValue) {
+// add stores t under code (nil: a negative entry, code alone) for ttl,
+// replacing what code held, evicting the shard's least recently used entries
+// when it is full. Codes or URLs over the limits, or a status outside
+// 300..555, are not stored (an entry the code had is removed).
+func (l *lru) add(code string, t *links.Target) {
 	h := maphash.String(l.seed, code)
 	s := l.shard(h)
 	deadline := l.now() + int64(l.ttl)
@@ -232,8 +208,20 @@ func (l *lru) add(code string, v lruValue) {
 	if slot, i, ok := s.find(h, code); ok {
 		s.remove(slot, i)
 	}
-	dlen := len(code) + len(v.url)
-	if len(code) > maxL1Code || dlen > maxL1Data || dlen == 0 || v.redirect != 0 && (v.redirect < 300 || v.redirect > 300+255) {
+	var url string
+	var expires int64
+	var redirect uint8
+	if t != nil {
+		if t.Redirect < 300 || t.Redirect > 300+255 {
+			return
+		}
+		url, redirect = t.URL, uint8(t.Redirect-300)
+		if !t.ExpiresAt.IsZero() {
+			expires = t.ExpiresAt.UnixMicro()
+		}
+	}
+	dlen := len(code) + len(url)
+	if len(code) > maxL1Code || dlen > maxL1Data || dlen == 0 {
 		return
 	}
 	for s.n >= s.limit {
@@ -263,9 +251,9 @@ func (l *lru) add(code string, v lruValue) {
 	}
 	b := s.data[int(off)*slotUnit:]
 	copy(b, code)
-	copy(b[len(code):], v.url)
-	s.recs[i] = lruRec{hash: h, deadline: deadline, expires: v.expires, off: off,
-		dlen: uint16(dlen), clen: uint8(len(code)), redirect: uint8(v.redirect - 300)} // 0 (negative entries) wraps; never read
+	copy(b[len(code):], url)
+	s.recs[i] = lruRec{hash: h, deadline: deadline, expires: expires, off: off,
+		dlen: uint16(dlen), clen: uint8(len(code)), redirect: redirect}
 	mask := uint32(len(s.index) - 1)
 	j := uint32(h>>32) & mask
 	for s.index[j] != 0 {
@@ -319,7 +307,7 @@ func (l *lru) keys() []string {
 		s.mu.Lock()
 		for j := s.head; j >= 0; j = s.recs[j].next {
 			if r := &s.recs[j]; now <= r.deadline {
-				out = append(out, string([]byte(s.code(r))))
+				out = append(out, strings.Clone(s.code(r)))
 			}
 		}
 		s.mu.Unlock()

@@ -21,7 +21,7 @@ func lruGet(l *lru, code string) (string, bool) {
 	return t.URL, ok
 }
 
-func val(url string) lruValue { return lruValue{url: url, redirect: 302} }
+func val(url string) *links.Target { return &links.Target{URL: url, Redirect: 302} }
 
 func TestLRUEvictsLeastRecentlyUsed(t *testing.T) {
 	l := newLRU(3, time.Hour, 64)
@@ -138,8 +138,10 @@ func TestLRUValueRoundTrip(t *testing.T) {
 		{Code: "abc", URL: "https://e.com/", Redirect: 301},
 		{Code: "abc", URL: "https://e.com/x", Redirect: 308, ExpiresAt: exp},
 	} {
-		if got := valueOf(&want).target("abc"); got != want {
-			t.Fatalf("round trip %+v = %+v", want, got)
+		l := newLRU(10, time.Hour, 64)
+		l.add(want.Code, &want)
+		if got, ok := l.get(want.Code); !ok || got != want {
+			t.Fatalf("round trip %+v = %+v, %v", want, got, ok)
 		}
 	}
 }
@@ -223,7 +225,7 @@ func TestLRULimitsAndNegatives(t *testing.T) {
 		t.Fatal("kept an over-long code or URL")
 	}
 	neg := newLRU(10, time.Hour, negativeDataPerEntry)
-	neg.add("nothere", lruValue{})
+	neg.add("nothere", nil)
 	if !neg.contains("nothere") || neg.contains("other") {
 		t.Fatal("negative entry not kept")
 	}
