@@ -114,10 +114,10 @@ func newHarness(ctx context.Context, o options, log io.Writer) (_ *harness, err 
 
 	h.redirectScript = filepath.Join(h.tmp, "redirect.lua")
 	h.createScript = filepath.Join(h.tmp, "create.lua")
-	if err := writeFile(h.redirectScript, string(redirectLua)); err != nil {
+	if err := writeFile(h.redirectScript, string(redirectLua)+"\n"+string(resultLua)); err != nil {
 		return nil, err
 	}
-	if err := writeFile(h.createScript, string(createLua)); err != nil {
+	if err := writeFile(h.createScript, string(createLua)+"\n"+string(resultLua)); err != nil {
 		return nil, err
 	}
 	h.links = randomLinks(o.Codes)

@@ -1,14 +1,7 @@
 -- wrk script of `make bench`: GET /<code> for codes picked uniformly at
 -- random from a file of codes, one per line (the first script argument).
 -- Requests are formatted once in init(), so request() is a table lookup.
--- done() prints one line "WRK_RESULT {json}" that loadtest/bench parses.
-
-local next_id = 1
-
-function setup(thread)
-  thread:set("thread_id", next_id)
-  next_id = next_id + 1
-end
+-- The harness appends result.lua (thread ids, the WRK_RESULT line).
 
 local reqs = {}
 local n = 0
@@ -32,16 +25,4 @@ end
 
 function request()
   return reqs[math.random(n)]
-end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_RESULT {"duration_us":%d,"requests":%d,"bytes":%d,' ..
-    '"connect_errors":%d,"read_errors":%d,"write_errors":%d,"status_errors":%d,"timeouts":%d,' ..
-    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d,"mean_us":%.1f}\n',
-    summary.duration, summary.requests, summary.bytes,
-    e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency:percentile(99.9), latency.max, latency.mean))
 end

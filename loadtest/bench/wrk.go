@@ -21,6 +21,12 @@ var redirectLua []byte
 //go:embed create.lua
 var createLua []byte
 
+// resultLua is appended to both scripts: the thread ids and done() hook that
+// print the line wrkResult parses.
+//
+//go:embed result.lua
+var resultLua []byte
+
 // wrkResult is what the scripts' done() hook prints. Times are microseconds.
 type wrkResult struct {
 	DurationUS    int64   `json:"duration_us"`
