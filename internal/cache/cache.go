@@ -101,7 +101,8 @@ type Config struct {
 	// Redis is the L2 client. Optional: nil disables L2 and cross-instance
 	// invalidation, leaving an LRU in front of the Source.
 	Redis Redis
-	// LRUSize bounds L1: at most LRUSize links plus LRUSize negative entries.
+	// LRUSize bounds L1: at most LRUSize links plus LRUSize negative
+	// entries, each rounded up to a multiple of the shard count (lru.go).
 	// Default 100_000.
 	LRUSize int
 	// LRUTTL is how long a link stays in L1. Default 5m.
