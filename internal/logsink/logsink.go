@@ -8,10 +8,16 @@
 // lines; a clean exit flushes everything. Each Write must be one whole line:
 // the sink serialises Writes, so lines from different goroutines never
 // interleave. Safe for concurrent use.
+//
+// The write system call happens outside the lock that Writes take: a full
+// buffer is swapped for a spare one and written while other goroutines go
+// on appending to the new one, so a request never waits for the disk or the
+// pipe unless a whole buffer fills during one write. Buffers are written in
+// the order they filled. (bufio.Writer under a mutex, the first version,
+// held every logging goroutine for the length of the system call.)
 package logsink
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"sync"
@@ -20,9 +26,15 @@ import (
 
 // Sink buffers writes to an underlying writer.
 type Sink struct {
-	mu       sync.Mutex
-	w        io.Writer
-	buf      *bufio.Writer
+	mu    sync.Mutex // guards buf and spare
+	buf   []byte     // lines not yet handed to w
+	spare []byte     // an empty buffer to swap in; nil while both are in use
+	size  int
+
+	out sync.Mutex // serialises writes to w; taken under mu, so in buffer order
+	w   io.Writer
+	err error // the first failed write since the last Flush; guarded by out
+
 	interval time.Duration
 }
 
@@ -35,34 +47,92 @@ func New(w io.Writer, size int, interval time.Duration) *Sink {
 	if interval <= 0 {
 		interval = 100 * time.Millisecond
 	}
-	return &Sink{w: w, buf: bufio.NewWriterSize(w, size), interval: interval}
+	return &Sink{w: w, size: size, buf: make([]byte, 0, size), interval: interval}
 }
 
-// Write buffers p, one whole log line.
+// Write buffers p, one whole log line. When the buffer is full, the lines
+// in it are written to w first (outside the buffer's lock); a line longer
+// than the buffer is written on its own. An error writing those lines is
+// returned, here or by the next Flush, and the lines are dropped: one
+// failed write to stdout must not silence logging for good.
 func (s *Sink) Write(p []byte) (int, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	n, err := s.buf.Write(p)
-	s.recover(err)
-	return n, err
+	if len(s.buf)+len(p) <= s.size {
+		s.buf = append(s.buf, p...)
+		s.mu.Unlock()
+		return len(p), nil
+	}
+	full := s.buf
+	s.buf = s.fresh()
+	var long []byte
+	if len(p) > s.size {
+		long = p
+	} else {
+		s.buf = append(s.buf, p...)
+	}
+	s.out.Lock()
+	s.mu.Unlock()
+	s.write(full)
+	s.write(long)
+	err := s.err
+	s.err = nil
+	s.out.Unlock()
+	s.recycle(full)
+	if err != nil && long != nil {
+		return 0, err
+	}
+	return len(p), err
 }
 
-// Flush writes out everything buffered.
+// Flush writes out everything buffered, after any write in progress, and
+// returns the first write error since the last Flush.
 func (s *Sink) Flush() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	err := s.buf.Flush()
-	s.recover(err)
+	full := s.buf
+	if len(full) > 0 {
+		s.buf = s.fresh()
+	}
+	s.out.Lock()
+	s.mu.Unlock()
+	if len(full) > 0 {
+		s.write(full)
+	}
+	err := s.err
+	s.err = nil
+	s.out.Unlock()
+	if len(full) > 0 {
+		s.recycle(full)
+	}
 	return err
 }
 
-// recover drops what a failed write left in the buffer: bufio's errors are
-// sticky, and one failed write to stdout must not silence logging for good.
-// Called with mu held.
-func (s *Sink) recover(err error) {
-	if err != nil {
-		s.buf.Reset(s.w)
+// write writes b to w, keeping the first error. Called with out held.
+func (s *Sink) write(b []byte) {
+	if len(b) == 0 {
+		return
 	}
+	if _, err := s.w.Write(b); err != nil && s.err == nil {
+		s.err = err
+	}
+}
+
+// fresh returns an empty buffer: the spare one, or a new one. Called with
+// mu held.
+func (s *Sink) fresh() []byte {
+	if b := s.spare; b != nil {
+		s.spare = nil
+		return b
+	}
+	return make([]byte, 0, s.size)
+}
+
+// recycle keeps b, written out, as the spare buffer.
+func (s *Sink) recycle(b []byte) {
+	s.mu.Lock()
+	if s.spare == nil && cap(b) <= 2*s.size {
+		s.spare = b[:0]
+	}
+	s.mu.Unlock()
 }
 
 // Run flushes every interval until ctx is done, then flushes once more.

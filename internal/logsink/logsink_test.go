@@ -45,10 +45,61 @@ func TestLinesNeverInterleave(t *testing.T) {
 	if len(lines) != 4000 {
 		t.Fatalf("%d lines, want 4000", len(lines))
 	}
+	next := make(map[int]int) // per goroutine, the i its next line must have
 	for _, l := range lines {
 		if !strings.HasPrefix(l, `{"g":`) || !strings.HasSuffix(l, `"}`) {
 			t.Fatalf("torn line %q", l)
 		}
+		var g, i int
+		if _, err := fmt.Sscanf(l, `{"g":%d,"i":%d,`, &g, &i); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		if i != next[g] {
+			t.Fatalf("goroutine %d: line %d written where line %d was due: lines out of order", g, i, next[g])
+		}
+		next[g]++
+	}
+}
+
+// blockingWriter blocks every Write until release is closed, after telling
+// entered.
+type blockingWriter struct {
+	lockedBuffer
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingWriter) Write(p []byte) (int, error) {
+	b.entered <- struct{}{}
+	<-b.release
+	return b.lockedBuffer.Write(p)
+}
+
+// TestWritesDoNotWaitForTheSystemCall: while a full buffer is being written
+// (the underlying writer blocked), other goroutines' lines are still taken.
+func TestWritesDoNotWaitForTheSystemCall(t *testing.T) {
+	out := &blockingWriter{entered: make(chan struct{}, 4), release: make(chan struct{})}
+	s := New(out, 64, time.Hour)
+	fmt.Fprintf(s, "%s\n", strings.Repeat("a", 50))
+	go fmt.Fprintf(s, "%s\n", strings.Repeat("b", 50)) // fills the buffer: writes the a line
+	<-out.entered
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fmt.Fprintln(s, "c") // lands in the new buffer beside the b line
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a Write waited for the underlying write of another buffer")
+	}
+	close(out.release)
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Repeat("a", 50) + "\n" + strings.Repeat("b", 50) + "\nc\n"
+	if got := out.String(); got != want {
+		t.Fatalf("written %q, want %q", got, want)
 	}
 }
 

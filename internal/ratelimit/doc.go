@@ -70,7 +70,9 @@
 // twice the demand the key has shown on this instance (its first request
 // takes one token), so a client whose requests reach an instance at least
 // MaxAge apart is decided exactly there. Only one lease per key and
-// instance is asked for at a time (concurrent requests queue for it).
+// instance is asked for at a time (concurrent requests queue for it); a
+// busy key asks for its next one when half of the last is spent, so that
+// its requests rarely wait for Redis.
 // Decisions Redis could not make (fail-open, local fallback) are passed
 // through and never leased from.
 //
@@ -87,7 +89,8 @@
 //     most the exact limiter could admit in the window, and the rest are
 //     tokens taken before a and spent in the window, those the instances
 //     hold at a (at most L−1 each, counting a lease in flight: one is
-//     asked for only when the last is spent or dropped). As a token is
+//     asked for when the last is spent or dropped, or ahead for at most
+//     L−1 less the tokens still held). As a token is
 //     spent within MaxAge of being taken, also admitted ≤ Burst +
 //     r×(b−a+MaxAge). So beyond the exact limiter's worst case Burst +
 //     r×(b−a), a window admits at most min(I×(L−1), r×MaxAge) more: for

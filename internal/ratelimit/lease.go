@@ -69,7 +69,15 @@ type LeaseConfig struct {
 // what Next would allow), so a client over its limit costs Next one call
 // per refill; an OverLimitCache in front of a Leaser is unnecessary.
 //
-// Only one request per key asks Next for a lease at a time. Requests
+// A busy key takes its next lease ahead: when the last lease was at least
+// aheadMin tokens and half of it is spent within MaxAge/2 of the call that
+// took it, the request spending the token that leaves half starts a call to
+// Next in the background for min(Size−1, Burst, E/2) less the tokens still
+// held, and the key's requests go on spending those meanwhile (see
+// aheadSize). Those tokens are spent once the current lease's are, and
+// expire MaxAge after their own call began.
+//
+// Only one call per key asks Next for a lease at a time. Requests
 // arriving meanwhile queue, in order, up to 4×Size of them (what four full
 // leases serve; more ask Next for one token each at once). When the lease
 // arrives, its tokens (or the remembered denial) are handed to the queue in
@@ -124,12 +132,15 @@ type leaseKey struct {
 type leaseEntry struct {
 	tokens    int64          // leased tokens not yet handed out
 	expires   int64          // when they are dropped
+	spare     int64          // tokens of a lease taken ahead, spent after tokens
+	spareExp  int64          // when those are dropped
+	lastN     int64          // size of the last lease granted; 0 after a denial
 	used      int64          // tokens handed out from the last lease
 	remaining int64          // Remaining of the last Redis decision; -1: none yet
 	at        int64          // when that decision was asked for
 	reset     time.Duration  // its Reset
 	denied    int64          // the last Redis denial of one token holds until then
-	fetching  bool           // a request is asking Next for a lease, or is about to
+	fetching  bool           // a lease is being asked for (by a request or ahead)
 	queue     []*leaseWaiter // requests waiting for that lease, in arrival order
 }
 
@@ -219,6 +230,12 @@ func (l *Leaser) Allow(ctx context.Context, p Policy, key string, cost int64) (D
 		s.m[leaseKey{p: p, key: strings.Clone(key)}] = e
 	}
 	if d, ok := e.answer(p, now); ok {
+		if n := l.aheadSize(e, p, now); n > 0 {
+			e.fetching = true
+			s.mu.Unlock()
+			l.fetchAhead(ctx, s, e, p, key, n, now)
+			return d, nil
+		}
 		s.mu.Unlock()
 		return d, nil
 	}
@@ -301,10 +318,13 @@ func (l *Leaser) lead(ctx context.Context, s *leaseShard, e *leaseEntry, p Polic
 	if fromRedis {
 		e.remaining, e.at, e.reset, e.used = d.Remaining, sent, d.Reset, 0
 		if d.Allowed {
-			e.tokens, e.expires = n-1, sent+l.maxAge
+			e.tokens, e.expires, e.lastN = n-1, sent+l.maxAge, n
 			d.Remaining = min(p.Burst, d.Remaining+e.tokens)
-		} else if d.RetryAfter > 0 {
-			e.denied = sent + int64(d.RetryAfter)
+		} else {
+			e.lastN = 0
+			if d.RetryAfter > 0 {
+				e.denied = sent + int64(d.RetryAfter)
+			}
 		}
 	}
 	e.handOff(p, fromRedis, l.clock())
@@ -349,16 +369,97 @@ func (e *leaseEntry) handOff(p Policy, fromRedis bool, now int64) {
 	e.queue = q[:n]
 }
 
+// aheadMin is the smallest lease after which the next one is taken ahead.
+const aheadMin = 8
+
+// aheadSize is the size of the lease to take ahead for e at now, or 0 for
+// none. A busy key, one whose last lease was at least aheadMin tokens and
+// half spent within MaxAge/2 of the call that took it, asks for its next
+// lease then, so that its requests do not wait for the round trip. The
+// lease is what the bucket can spare (leaseSize's min(Size, Burst, E/2),
+// the demand being shown) less the tokens still held, so that the instance
+// never holds more than Size−1, the bound of the package doc. None while a
+// fetch is in flight, while a lease taken ahead is unspent, after a denial
+// (until a request's own lease succeeds), or while Next answers locally.
+// Called with the shard lock held.
+func (l *Leaser) aheadSize(e *leaseEntry, p Policy, now int64) int64 {
+	if e.fetching || e.spare > 0 || e.lastN < aheadMin || e.tokens > e.lastN/2 || now-e.at >= l.maxAge/2 {
+		return 0
+	}
+	est := min(p.Burst, e.remaining+refilled(p, now-e.at))
+	n := min(l.size-1, p.Burst, est/2) - e.tokens
+	if n < 2 || (l.active != nil && l.active()) {
+		return 0
+	}
+	return n
+}
+
+// fetchAhead asks Next for a lease of n tokens for e in a goroutine of its
+// own, under a deadline like ctx's (ctx ends with its request), and keeps
+// them as e's spare tokens; then it hands out tokens to e's queue as lead
+// does. Called with e.fetching set and the shard lock not held.
+func (l *Leaser) fetchAhead(ctx context.Context, s *leaseShard, e *leaseEntry, p Policy, key string, n, sent int64) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(defaultTimeout)
+	}
+	key = strings.Clone(key) // may be a view into a reused request buffer
+	go func() {
+		ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+		d, err := l.next.Allow(ctx, p, key, n)
+		cancel()
+		fromRedis := err == nil && d.Source == SourceRedis
+		s.mu.Lock()
+		if fromRedis {
+			// A denial of n tokens says nothing of one: nothing is remembered
+			// but the bucket's content, which shrinks the next lease.
+			e.remaining, e.at, e.reset, e.used = d.Remaining, sent, d.Reset, 0
+			if d.Allowed {
+				e.spare, e.spareExp, e.lastN = n, sent+l.maxAge, n
+			} else {
+				e.lastN = 0
+			}
+		}
+		e.handOff(p, fromRedis, l.clock())
+		s.mu.Unlock()
+	}()
+}
+
+// take spends one leased token at now, if e holds a usable one: from the
+// current lease, else from the spare one, which then becomes current.
+// Expired tokens are dropped.
+func (e *leaseEntry) take(now int64) bool {
+	if e.tokens > 0 && now < e.expires {
+		e.tokens--
+		return true
+	}
+	e.tokens = 0
+	if e.spare > 0 && now < e.spareExp {
+		e.tokens, e.expires, e.spare = e.spare-1, e.spareExp, 0
+		return true
+	}
+	e.spare = 0
+	return false
+}
+
+// held is the number of usable leased tokens e holds at now.
+func (e *leaseEntry) held(now int64) int64 {
+	var n int64
+	if now < e.expires {
+		n += e.tokens
+	}
+	if now < e.spareExp {
+		n += e.spare
+	}
+	return n
+}
+
 // answer hands out a leased token, or the remembered denial, if e has one
 // at now.
 func (e *leaseEntry) answer(p Policy, now int64) (Decision, bool) {
-	if e.tokens > 0 {
-		if now < e.expires {
-			e.tokens--
-			e.used++
-			return e.decision(p, now), true
-		}
-		e.tokens = 0 // expired: dropped
+	if e.take(now) {
+		e.used++
+		return e.decision(p, now), true
 	}
 	if now < e.denied {
 		return Decision{Limit: p.Burst, RetryAfter: time.Duration(e.denied - now), Reset: e.resetAt(now), Source: SourceRedis}, true
@@ -405,7 +506,7 @@ func (e *leaseEntry) decision(p Policy, now int64) Decision {
 	return Decision{
 		Allowed:   true,
 		Limit:     p.Burst,
-		Remaining: min(p.Burst, e.remaining+e.tokens),
+		Remaining: min(p.Burst, e.remaining+e.held(now)),
 		Reset:     e.resetAt(now),
 		Source:    SourceLease,
 	}
@@ -419,7 +520,7 @@ func (e *leaseEntry) resetAt(now int64) time.Duration {
 // idle reports whether e holds nothing worth keeping at now: no usable
 // tokens, no denial in force, no fetch in flight.
 func (e *leaseEntry) idle(now int64) bool {
-	return !e.fetching && (e.tokens == 0 || now >= e.expires) && now >= e.denied
+	return !e.fetching && e.held(now) == 0 && now >= e.denied
 }
 
 // sweep drops the idle entries, then arbitrary ones down to 7/8 of limit

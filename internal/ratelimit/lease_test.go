@@ -63,10 +63,19 @@ func leaseHeld(l *Leaser, p Policy, key string) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.m[leaseKey{p: p, key: key}]
-	if e == nil || now >= e.expires {
+	if e == nil {
 		return 0
 	}
-	return e.tokens
+	return e.held(now)
+}
+
+// leaseFetching reports whether l is asking Next for a lease for key.
+func leaseFetching(l *Leaser, p Policy, key string) bool {
+	s := &l.shards[maphash.String(l.seed, key)%localShards]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.m[leaseKey{p: p, key: key}]
+	return e != nil && e.fetching
 }
 
 // leaseEntries is the number of keys l remembers.
@@ -228,12 +237,14 @@ func TestLeaserWindowBound(t *testing.T) {
 	}
 	full := func() bool { return c.Exists(context.Background(), prefix+"{redirect:hammer}").Val() == 0 }
 	for _, l := range leasers {
-		// Leases grow with demand (1, 4, 10, 16 tokens): a few requests
-		// make the instance hold 15. The bucket refills in between.
+		// Leases grow with demand (1, 4, 10 tokens, then one taken ahead
+		// that tops the holding up to 15): a few requests make the
+		// instance hold 15. The bucket refills in between.
 		for i := 0; leaseHeld(l, p, "hammer") != size-1; i++ {
 			if ok, err := record(l); !ok || err != nil || i == 50 {
 				t.Fatalf("warm-up request %d: allowed %v, %v, holding %d", i, ok, err, leaseHeld(l, p, "hammer"))
 			}
+			testenv.WaitFor(t, 5*time.Second, "the lease taken ahead", func() bool { return !leaseFetching(l, p, "hammer") })
 		}
 		testenv.WaitFor(t, 5*time.Second, "the bucket to refill", full)
 	}
@@ -491,9 +502,10 @@ func TestLeaserSlowClientSpread(t *testing.T) {
 
 // TestLeaserCollapsesFetches: 64 goroutines on a fresh key do not each ask
 // Redis: one asks, the others queue and share the next leases. A new lease
-// is only asked for once the previous one is spent, and leases grow 1, 4,
-// 10, 16 at the slowest (faster with a queue), so 64 decisions cost at most
-// 7 calls (1 + 4×16 when all arrive at once).
+// is only asked for once the previous one is spent (queued requests are
+// handed tokens directly, so none is taken ahead here), and leases grow 1,
+// 4, 10, 16 at the slowest (faster with a queue), so 64 decisions cost at
+// most 7 calls (1 + 4×16 when all arrive at once).
 func TestLeaserCollapsesFetches(t *testing.T) {
 	_, c, prefix := sharedRedis(t)
 	l, next := newLeaseStack(t, c, prefix, 5*time.Second, LeaseConfig{Size: 16, MaxAge: time.Minute}, FallbackConfig{})
@@ -581,6 +593,103 @@ func TestLeaserWaiters(t *testing.T) {
 		}
 		if n := leaseHeld(l, p, "k"); n != 0 {
 			t.Fatalf("%d tokens leased from non-Redis decisions", n)
+		}
+	})
+}
+
+// TestLeaserTakesAhead: a busy key asks for its next lease once half of the
+// current one is spent, and its requests go on spending the rest while that
+// call is in flight: none waits for it unless the key runs dry first. The
+// instance never holds more than Size−1 tokens. (A fake bucket in a
+// synctest bubble, so that the lease taken ahead can be held in flight: a
+// request that waited for it would block the bubble, which synctest reports
+// as a deadlock.)
+func TestLeaserTakesAhead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := mustPolicy(t, "redirect", "1000/1h:1000")
+		var mu sync.Mutex
+		var costs []int64
+		left := int64(1000)
+		var gate chan struct{} // when set, the next call waits for it
+		next := deciderFunc(func(ctx context.Context, p Policy, _ string, cost int64) (Decision, error) {
+			mu.Lock()
+			costs = append(costs, cost)
+			g := gate
+			gate = nil
+			mu.Unlock()
+			if g != nil {
+				<-g
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if cost > left {
+				return Decision{Limit: p.Burst, Remaining: left, RetryAfter: time.Second, Source: SourceRedis}, nil
+			}
+			left -= cost
+			return Decision{Allowed: true, Limit: p.Burst, Remaining: left, Source: SourceRedis}, nil
+		})
+		const size = 16
+		l, err := NewLeaser(LeaseConfig{Next: next, Size: size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		step := func(i int, want string) {
+			t.Helper()
+			d := allow(t, l, p, "k", 1)
+			if !d.Allowed || d.Source != want {
+				t.Fatalf("request %d: %+v, want allowed from %s", i, d, want)
+			}
+			if n := leaseHeld(l, p, "k"); n > size-1 {
+				t.Fatalf("request %d: holding %d tokens, more than Size-1", i, n)
+			}
+		}
+		// Leases of 1, 4 and 10 tokens (twice the demand shown), each
+		// asked for by the request that found none left.
+		step(1, SourceRedis)
+		step(2, SourceRedis)
+		for i := 3; i <= 5; i++ {
+			step(i, SourceLease)
+		}
+		step(6, SourceRedis)
+		// 9 held; the 4th of them leaves 5, half the lease: the next lease
+		// is asked for then, for 15−5 = 10 tokens, and held in flight.
+		for i := 7; i <= 9; i++ {
+			step(i, SourceLease)
+		}
+		release := make(chan struct{})
+		mu.Lock()
+		gate = release
+		mu.Unlock()
+		step(10, SourceLease)
+		synctest.Wait()
+		if !leaseFetching(l, p, "k") {
+			t.Fatal("no lease asked for ahead with half of the last one spent")
+		}
+		// The 5 tokens left are spent without waiting for it.
+		for i := 11; i <= 15; i++ {
+			step(i, SourceLease)
+		}
+		// The key has run dry: the next request waits for the lease.
+		done := make(chan Decision, 1)
+		go func() { done <- allow(t, l, p, "k", 1) }()
+		synctest.Wait()
+		select {
+		case d := <-done:
+			t.Fatalf("request 16 decided with no tokens held and the lease in flight: %+v", d)
+		default:
+		}
+		close(release)
+		if d := <-done; !d.Allowed || d.Source != SourceLease {
+			t.Fatalf("request 16: %+v, want a token of the lease taken ahead", d)
+		}
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if want := []int64{1, 4, 10, 10}; !slices.Equal(costs, want) {
+			t.Fatalf("Next asked for %v tokens, want %v", costs, want)
+		}
+		if held := leaseHeld(l, p, "k"); held != 9 || left != 1000-25 {
+			t.Fatalf("holding %d with %d left in the bucket; want 9 and %d (25 taken, 16 spent)", held, left, 1000-25)
 		}
 	})
 }
