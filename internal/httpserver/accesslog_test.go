@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -69,3 +70,38 @@ func BenchmarkSlogAccessLine(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestTimestampsMatchRFC3339Nano: the cached formatter writes what
+// time.RFC3339Nano does, across seconds, zones and fractions with trailing
+// zeros, and when called again within the same second.
+func TestTimestampsMatchRFC3339Nano(t *testing.T) {
+	var ts timestamps
+	zones := []*time.Location{time.UTC, time.FixedZone("", -7*3600), time.FixedZone("", 5*3600+30*60), time.Local}
+	base := time.Date(2026, 11, 22, 23, 59, 58, 0, time.UTC)
+	fracs := []int{0, 1, 10, 100_000, 120_000_000, 123_456_789, 999_999_999, 500_000_000}
+	for _, loc := range zones {
+		for s := range 3 {
+			for _, ns := range fracs {
+				tm := base.Add(time.Duration(s)*time.Second + time.Duration(ns)).In(loc)
+				for range 2 { // the second call uses the cached second
+					if got, want := string(ts.append(nil, tm)), tm.Format(time.RFC3339Nano); got != want {
+						t.Fatalf("%v: %q, want %q", tm, got, want)
+					}
+				}
+			}
+		}
+	}
+	if got, want := string(ts.append([]byte("x"), time.Date(12345, 1, 2, 3, 4, 5, 6, time.UTC))), "x"+time.Date(12345, 1, 2, 3, 4, 5, 6, time.UTC).Format(time.RFC3339Nano); got != want {
+		t.Fatalf("year 12345: %q, want %q", got, want)
+	}
+}
+
+// TestAppendMillisMatchesShortestFloat: durations in milliseconds read as
+// strconv's shortest float formatting of µs/1000 would.
+func TestAppendMillisMatchesShortestFloat(t *testing.T) {
+	for _, us := range []int64{0, 1, 9, 10, 100, 999, 1000, 1001, 1010, 1100, 12345, 123456789, -5, -1500} {
+		if got, want := string(appendMillis(nil, us)), strconv.FormatFloat(float64(us)/1000, 'f', -1, 64); got != want {
+			t.Fatalf("%d µs: %q, want %q", us, got, want)
+		}
+	}
+}

@@ -42,7 +42,8 @@ func newRequestIDs() *requestIDs {
 }
 
 func (g *requestIDs) next() string {
-	return g.prefix + strconv.FormatUint(g.n.Add(1), 36)
+	var buf [32]byte // prefix (13) and a base-36 uint64 (at most 13)
+	return string(strconv.AppendUint(append(buf[:0], g.prefix...), g.n.Add(1), 36))
 }
 
 // requestLog takes the request ID from a valid X-Request-ID or makes one,

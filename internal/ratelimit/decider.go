@@ -22,6 +22,13 @@ type Decider interface {
 	Allow(ctx context.Context, p Policy, key string, cost int64) (Decision, error)
 }
 
+// inProcess is implemented by deciders that decide without waiting on
+// anything (LocalLimiter): the middleware gives them the request's context
+// as it is, without a deadline of its own.
+type inProcess interface {
+	InProcess() bool
+}
+
 // Decision is the outcome of one Allow call.
 type Decision struct {
 	// Allowed reports whether the tokens were taken.

@@ -99,6 +99,10 @@ func NewLocalLimiter(cfg LocalConfig) *LocalLimiter {
 	}
 }
 
+// InProcess reports true: decisions never wait, so callers need not bound
+// them with a deadline.
+func (l *LocalLimiter) InProcess() bool { return true }
+
 // Allow implements Decider. It never fails except for an invalid policy or
 // cost, and ignores ctx.
 func (l *LocalLimiter) Allow(_ context.Context, p Policy, key string, cost int64) (Decision, error) {

@@ -127,14 +127,22 @@ func New(cfg Config) (fiber.Handler, error) {
 	h := newHeaders(p, cfg.LegacyHeaders)
 	rec := cfg.Recorder
 	dl := &deadlines{timeout: cfg.Timeout}
+	ip, _ := cfg.Decider.(inProcess)
+	direct := ip != nil && ip.InProcess() // no deadline needed
 
 	return func(c *fiber.Ctx) error {
 		if cfg.Next != nil && cfg.Next(c) {
 			return c.Next()
 		}
-		ctx, cancel := dl.withDeadline(c.UserContext())
-		d, err := cfg.Decider.Allow(ctx, p, cfg.KeyFunc(c), 1)
-		cancel()
+		var d Decision
+		var err error
+		if direct {
+			d, err = cfg.Decider.Allow(c.UserContext(), p, cfg.KeyFunc(c), 1)
+		} else {
+			ctx, cancel := dl.withDeadline(c.UserContext())
+			d, err = cfg.Decider.Allow(ctx, p, cfg.KeyFunc(c), 1)
+			cancel()
+		}
 		switch {
 		case err != nil && p.FailOpen:
 			rec.Decision(p.Name, DecisionFailOpen)
