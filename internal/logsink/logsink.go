@@ -70,14 +70,7 @@ func (s *Sink) Write(p []byte) (int, error) {
 	} else {
 		s.buf = append(s.buf, p...)
 	}
-	s.out.Lock()
-	s.mu.Unlock()
-	s.write(full)
-	s.write(long)
-	err := s.err
-	s.err = nil
-	s.out.Unlock()
-	s.recycle(full)
+	err := s.writeOut(full, long)
 	if err != nil && long != nil {
 		return 0, err
 	}
@@ -88,19 +81,26 @@ func (s *Sink) Write(p []byte) (int, error) {
 // returns the first write error since the last Flush.
 func (s *Sink) Flush() error {
 	s.mu.Lock()
-	full := s.buf
-	if len(full) > 0 {
-		s.buf = s.fresh()
+	var full []byte
+	if len(s.buf) > 0 {
+		full, s.buf = s.buf, s.fresh()
 	}
+	return s.writeOut(full, nil)
+}
+
+// writeOut writes full (a buffer swapped out of s.buf, or nil) and then long
+// to w, after the writes of earlier calls, keeps full as the spare buffer,
+// and returns the first write error since the last one returned. Called
+// with mu held; releases it before writing.
+func (s *Sink) writeOut(full, long []byte) error {
 	s.out.Lock()
 	s.mu.Unlock()
-	if len(full) > 0 {
-		s.write(full)
-	}
+	s.write(full)
+	s.write(long)
 	err := s.err
 	s.err = nil
 	s.out.Unlock()
-	if len(full) > 0 {
+	if full != nil {
 		s.recycle(full)
 	}
 	return err

@@ -230,13 +230,12 @@ func (l *Leaser) Allow(ctx context.Context, p Policy, key string, cost int64) (D
 		s.m[leaseKey{p: p, key: strings.Clone(key)}] = e
 	}
 	if d, ok := e.answer(p, now); ok {
-		if n := l.aheadSize(e, p, now); n > 0 {
-			e.fetching = true
-			s.mu.Unlock()
-			l.fetchAhead(ctx, s, e, p, key, n, now)
-			return d, nil
-		}
+		ahead := l.aheadSize(e, p, now)
+		e.fetching = e.fetching || ahead > 0
 		s.mu.Unlock()
+		if ahead > 0 {
+			l.fetchAhead(ctx, s, e, p, key, ahead, now)
+		}
 		return d, nil
 	}
 	if !e.fetching {
@@ -316,15 +315,12 @@ func (l *Leaser) lead(ctx context.Context, s *leaseShard, e *leaseEntry, p Polic
 
 	s.mu.Lock()
 	if fromRedis {
-		e.remaining, e.at, e.reset, e.used = d.Remaining, sent, d.Reset, 0
+		e.noteRedis(d, n, sent)
 		if d.Allowed {
-			e.tokens, e.expires, e.lastN = n-1, sent+l.maxAge, n
+			e.tokens, e.expires = n-1, sent+l.maxAge
 			d.Remaining = min(p.Burst, d.Remaining+e.tokens)
-		} else {
-			e.lastN = 0
-			if d.RetryAfter > 0 {
-				e.denied = sent + int64(d.RetryAfter)
-			}
+		} else if d.RetryAfter > 0 {
+			e.denied = sent + int64(d.RetryAfter)
 		}
 	}
 	e.handOff(p, fromRedis, l.clock())
@@ -386,8 +382,7 @@ func (l *Leaser) aheadSize(e *leaseEntry, p Policy, now int64) int64 {
 	if e.fetching || e.spare > 0 || e.lastN < aheadMin || e.tokens > e.lastN/2 || now-e.at >= l.maxAge/2 {
 		return 0
 	}
-	est := min(p.Burst, e.remaining+refilled(p, now-e.at))
-	n := min(l.size-1, p.Burst, est/2) - e.tokens
+	n := min(l.size-1, p.Burst, e.estimate(p, now)/2) - e.tokens
 	if n < 2 || (l.active != nil && l.active()) {
 		return 0
 	}
@@ -413,16 +408,30 @@ func (l *Leaser) fetchAhead(ctx context.Context, s *leaseShard, e *leaseEntry, p
 		if fromRedis {
 			// A denial of n tokens says nothing of one: nothing is remembered
 			// but the bucket's content, which shrinks the next lease.
-			e.remaining, e.at, e.reset, e.used = d.Remaining, sent, d.Reset, 0
+			e.noteRedis(d, n, sent)
 			if d.Allowed {
-				e.spare, e.spareExp, e.lastN = n, sent+l.maxAge, n
-			} else {
-				e.lastN = 0
+				e.spare, e.spareExp = n, sent+l.maxAge
 			}
 		}
 		e.handOff(p, fromRedis, l.clock())
 		s.mu.Unlock()
 	}()
+}
+
+// noteRedis records a Redis decision on a lease of n tokens asked for at
+// sent: the bucket's content then and the lease's size (0 when denied).
+func (e *leaseEntry) noteRedis(d Decision, n, sent int64) {
+	e.remaining, e.at, e.reset, e.used = d.Remaining, sent, d.Reset, 0
+	e.lastN = 0
+	if d.Allowed {
+		e.lastN = n
+	}
+}
+
+// estimate is the bucket's estimated content at now: the last Remaining
+// plus the whole tokens refilled since it was asked for, at most Burst.
+func (e *leaseEntry) estimate(p Policy, now int64) int64 {
+	return min(p.Burst, e.remaining+refilled(p, now-e.at))
 }
 
 // take spends one leased token at now, if e holds a usable one: from the
@@ -479,7 +488,7 @@ func (l *Leaser) leaseSize(e *leaseEntry, p Policy, now int64) int64 {
 	if e.remaining < 0 {
 		return 1
 	}
-	est := min(p.Burst, e.remaining+refilled(p, now-e.at))
+	est := e.estimate(p, now)
 	want := 1 + e.used
 	if now < e.at+l.maxAge {
 		want = 2 * (want + 1 + int64(len(e.queue)))

@@ -56,26 +56,30 @@ func newLeaseStack(tb testing.TB, c Redis, prefix string, timeout time.Duration,
 	return l, next
 }
 
-// leaseHeld is the number of usable tokens l holds for p and key.
-func leaseHeld(l *Leaser, p Policy, key string) int64 {
-	now := l.clock()
+// inLeaseEntry calls f with l's entry for p and key (nil if none), under
+// its shard's lock.
+func inLeaseEntry(l *Leaser, p Policy, key string, f func(e *leaseEntry)) {
 	s := &l.shards[maphash.String(l.seed, key)%localShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.m[leaseKey{p: p, key: key}]
-	if e == nil {
-		return 0
-	}
-	return e.held(now)
+	f(s.m[leaseKey{p: p, key: key}])
+}
+
+// leaseHeld is the number of usable tokens l holds for p and key.
+func leaseHeld(l *Leaser, p Policy, key string) (n int64) {
+	now := l.clock()
+	inLeaseEntry(l, p, key, func(e *leaseEntry) {
+		if e != nil {
+			n = e.held(now)
+		}
+	})
+	return n
 }
 
 // leaseFetching reports whether l is asking Next for a lease for key.
-func leaseFetching(l *Leaser, p Policy, key string) bool {
-	s := &l.shards[maphash.String(l.seed, key)%localShards]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.m[leaseKey{p: p, key: key}]
-	return e != nil && e.fetching
+func leaseFetching(l *Leaser, p Policy, key string) (fetching bool) {
+	inLeaseEntry(l, p, key, func(e *leaseEntry) { fetching = e != nil && e.fetching })
+	return fetching
 }
 
 // leaseEntries is the number of keys l remembers.
