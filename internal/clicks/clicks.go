@@ -107,12 +107,12 @@ func (c *Counter) take() map[string]int64 {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		m := s.pending
-		if len(m) > 0 {
-			s.pending = make(map[string]int64, len(m))
+		var m map[string]int64 // the shard's map, once swapped out
+		if len(s.pending) > 0 {
+			m, s.pending = s.pending, make(map[string]int64, len(s.pending))
 		}
 		s.mu.Unlock()
-		if len(m) == 0 {
+		if m == nil {
 			continue
 		}
 		if batch == nil {
