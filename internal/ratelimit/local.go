@@ -3,8 +3,10 @@ package ratelimit
 import (
 	"context"
 	"hash/maphash"
+	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -68,8 +70,11 @@ type LocalLimiter struct {
 	maxShard int // buckets per shard before a sweep
 	seed     maphash.Seed
 
-	mu     sync.RWMutex
-	tables map[Policy]*localTable
+	// tables is copied on write (a new policy, a few times per process), so
+	// that a decision reads it without a lock: a read lock would be one more
+	// write to a cache line shared by every core on every decision.
+	mu     sync.Mutex // serialises writers of tables
+	tables atomic.Pointer[map[Policy]*localTable]
 }
 
 type localTable struct {
@@ -80,7 +85,7 @@ type localTable struct {
 type localShard struct {
 	mu sync.Mutex
 	m  map[string]*bucket
-	_  [40]byte // keep shards on separate cache lines
+	_  [48]byte // keep shards on separate cache lines (64 bytes each)
 }
 
 // NewLocalLimiter returns an empty LocalLimiter.
@@ -91,12 +96,13 @@ func NewLocalLimiter(cfg LocalConfig) *LocalLimiter {
 	if cfg.MaxKeys <= 0 {
 		cfg.MaxKeys = 100_000
 	}
-	return &LocalLimiter{
+	l := &LocalLimiter{
 		now:      cfg.Now,
 		maxShard: max(1, cfg.MaxKeys/localShards),
 		seed:     maphash.MakeSeed(),
-		tables:   make(map[Policy]*localTable),
 	}
+	l.tables.Store(&map[Policy]*localTable{})
+	return l
 }
 
 // InProcess reports true: decisions never wait, so callers need not bound
@@ -154,30 +160,29 @@ func (s *localShard) sweep(now int64, pr params, limit int) {
 
 // table returns the bucket table of p, creating it on first use.
 func (l *LocalLimiter) table(p Policy) *localTable {
-	l.mu.RLock()
-	t := l.tables[p]
-	l.mu.RUnlock()
-	if t != nil {
+	if t := (*l.tables.Load())[p]; t != nil {
 		return t
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if t = l.tables[p]; t == nil {
-		t = &localTable{pr: p.params()}
-		for i := range t.shards {
-			t.shards[i].m = make(map[string]*bucket)
-		}
-		l.tables[p] = t
+	old := *l.tables.Load()
+	if t := old[p]; t != nil {
+		return t
 	}
+	t := &localTable{pr: p.params()}
+	for i := range t.shards {
+		t.shards[i].m = make(map[string]*bucket)
+	}
+	tables := maps.Clone(old)
+	tables[p] = t
+	l.tables.Store(&tables)
 	return t
 }
 
 // Len returns the number of buckets held, over all policies.
 func (l *LocalLimiter) Len() int {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
 	n := 0
-	for _, t := range l.tables {
+	for _, t := range *l.tables.Load() {
 		for i := range t.shards {
 			s := &t.shards[i]
 			s.mu.Lock()

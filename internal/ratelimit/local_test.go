@@ -139,6 +139,51 @@ func TestLocalConcurrentExact(t *testing.T) {
 	}
 }
 
+// TestLocalNewPoliciesConcurrently races the first decisions of several
+// policies (the copy-on-write table): a policy's table created twice, or one
+// lost when another is added, would admit more than its burst.
+func TestLocalNewPoliciesConcurrently(t *testing.T) {
+	l := NewLocalLimiter(LocalConfig{}) // real clock: 10 per hour barely refills
+	const policies, burst, tries = 8, 10, 50
+	ps := make([]Policy, policies)
+	for i := range ps {
+		ps[i] = mustPolicy(t, "p"+strconv.Itoa(i), "10/1h:10")
+	}
+	var admitted [policies]atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range policies * tries {
+		wg.Go(func() {
+			<-start
+			p := i % policies
+			d, err := l.Allow(context.Background(), ps[p], "one-key", 1)
+			if err != nil {
+				t.Error(err)
+			}
+			if d.Allowed {
+				admitted[p].Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range admitted {
+		if n := admitted[i].Load(); n != burst {
+			t.Errorf("policy %s admitted %d of %d, want exactly %d", ps[i].Name, n, tries, burst)
+		}
+	}
+	if n := l.Len(); n != policies {
+		t.Errorf("Len = %d, want one bucket per policy (%d)", n, policies)
+	}
+}
+
+// TestLocalShardSize: each shard's lock lies on its own 64-byte line.
+func TestLocalShardSize(t *testing.T) {
+	if n := unsafe.Sizeof(localShard{}); n != 64 {
+		t.Fatalf("localShard is %d bytes, want 64", n)
+	}
+}
+
 func TestLocalBoundedMemory(t *testing.T) {
 	clock := newFakeClock()
 	const maxKeys = 640
