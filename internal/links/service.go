@@ -14,7 +14,7 @@ import (
 type Store interface {
 	CreateLink(ctx context.Context, l *Link) error
 	GetLink(ctx context.Context, code string) (*Link, error)
-	DeleteLink(ctx context.Context, code string) error
+	DeleteLink(ctx context.Context, code string, id int64) error // id 0: any link with the code
 	ListLinks(ctx context.Context, p ListParams) ([]*Link, error)
 }
 
@@ -224,8 +224,13 @@ func (s *Service) Get(ctx context.Context, code string) (*Link, error) {
 
 // Delete removes a link and drops it from the caches. When precondition is
 // not nil it is called with the current link first and its error aborts the
-// delete (If-Match). Errors: ENOTFOUND, whatever precondition returns.
+// delete (If-Match); the delete then removes only the link it checked, so a
+// link deleted and created again under the same code meanwhile stays and
+// the answer is EPRECONDITION (RFC 9110 §13.1.1: the checked representation
+// is no longer current). Errors: ENOTFOUND, EPRECONDITION, whatever
+// precondition returns.
 func (s *Service) Delete(ctx context.Context, code string, precondition func(*Link) error) error {
+	var id int64
 	if precondition != nil {
 		l, err := s.Get(ctx, code)
 		if err != nil {
@@ -234,10 +239,14 @@ func (s *Service) Delete(ctx context.Context, code string, precondition func(*Li
 		if err := precondition(l); err != nil {
 			return err
 		}
+		id = l.ID
 	} else if !ValidCode(code) {
 		return Errorf(ENOTFOUND, "No link with this code.")
 	}
-	if err := s.cfg.Store.DeleteLink(ctx, code); err != nil {
+	if err := s.cfg.Store.DeleteLink(ctx, code, id); err != nil {
+		if ErrorCode(err) == ENOTFOUND && id != 0 {
+			return Errorf(EPRECONDITION, "The link changed while it was being deleted; it was not deleted.")
+		}
 		if ErrorCode(err) == ENOTFOUND {
 			return Errorf(ENOTFOUND, "No link with this code.")
 		}

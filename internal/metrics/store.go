@@ -79,9 +79,9 @@ func (s *measuredStore) GetLink(ctx context.Context, code string) (*links.Link, 
 	return s.next.GetLink(ctx, code)
 }
 
-func (s *measuredStore) DeleteLink(ctx context.Context, code string) error {
+func (s *measuredStore) DeleteLink(ctx context.Context, code string, id int64) error {
 	defer s.since(opDeleteLink, time.Now())
-	return s.next.DeleteLink(ctx, code)
+	return s.next.DeleteLink(ctx, code, id)
 }
 
 func (s *measuredStore) ListLinks(ctx context.Context, p links.ListParams) ([]*links.Link, error) {

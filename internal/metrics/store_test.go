@@ -84,7 +84,7 @@ func TestInstrumentStoreObservesEveryOp(t *testing.T) {
 			}
 		}},
 		{"delete_link", func(t *testing.T) {
-			if err := s.DeleteLink(ctx, "abc1234"); err != nil {
+			if err := s.DeleteLink(ctx, "abc1234", 0); err != nil {
 				t.Fatal(err)
 			}
 		}},

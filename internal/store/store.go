@@ -24,8 +24,11 @@ type Store interface {
 	CreateLink(ctx context.Context, l *links.Link) error
 	// GetLink returns the link with the code, or an ENOTFOUND error.
 	GetLink(ctx context.Context, code string) (*links.Link, error)
-	// DeleteLink removes the link, or returns an ENOTFOUND error.
-	DeleteLink(ctx context.Context, code string) error
+	// DeleteLink removes the link with the code, or returns an ENOTFOUND
+	// error. A non-zero id narrows it to the link with that ID (IDs are never
+	// reused): when the code has since been deleted and created again, the
+	// new link stays and the answer is ENOTFOUND. One statement.
+	DeleteLink(ctx context.Context, code string, id int64) error
 	// ListLinks returns up to p.Limit links with ID < p.Cursor.AfterID (all
 	// when AfterID is 0), newest (highest ID) first. A Limit below 1 means
 	// links.DefaultListLimit; one above links.MaxListLimit is capped.

@@ -56,9 +56,10 @@ func (s *Store) GetLink(ctx context.Context, code string) (*links.Link, error) {
 	return l, nil
 }
 
-// DeleteLink removes the link, or returns an ENOTFOUND error.
-func (s *Store) DeleteLink(ctx context.Context, code string) error {
-	res, err := s.w.ExecContext(ctx, "DELETE FROM links WHERE code = ?", code)
+// DeleteLink removes the link with the code (and the id, when not 0), or
+// returns an ENOTFOUND error.
+func (s *Store) DeleteLink(ctx context.Context, code string, id int64) error {
+	res, err := s.w.ExecContext(ctx, "DELETE FROM links WHERE code = ?1 AND (?2 = 0 OR id = ?2)", code, id)
 	if err != nil {
 		return fmt.Errorf("delete link: %w", err)
 	}

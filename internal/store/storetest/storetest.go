@@ -208,7 +208,7 @@ func testNotFound(t *testing.T, open OpenFunc) {
 	wantCode(t, err, links.ENOTFOUND, "GetLink of unknown code")
 	_, err = s.GetLink(t.Context(), "EXISTS")
 	wantCode(t, err, links.ENOTFOUND, "GetLink in other case")
-	wantCode(t, s.DeleteLink(t.Context(), "missing"), links.ENOTFOUND, "DeleteLink of unknown code")
+	wantCode(t, s.DeleteLink(t.Context(), "missing", 0), links.ENOTFOUND, "DeleteLink of unknown code")
 	_, err = s.GetAPIKey(t.Context(), "missing")
 	wantCode(t, err, links.ENOTFOUND, "GetAPIKey of unknown id")
 	mustGet(t, s, "exists")
@@ -218,12 +218,12 @@ func testDeleteThenGet(t *testing.T, open OpenFunc) {
 	s := openStore(t, open)
 	a := mustCreate(t, s, newLink("gone-a"))
 	b := mustCreate(t, s, newLink("kept-b"))
-	if err := s.DeleteLink(t.Context(), "gone-a"); err != nil {
+	if err := s.DeleteLink(t.Context(), "gone-a", 0); err != nil {
 		t.Fatalf("DeleteLink: %v", err)
 	}
 	_, err := s.GetLink(t.Context(), "gone-a")
 	wantCode(t, err, links.ENOTFOUND, "GetLink after DeleteLink")
-	wantCode(t, s.DeleteLink(t.Context(), "gone-a"), links.ENOTFOUND, "second DeleteLink")
+	wantCode(t, s.DeleteLink(t.Context(), "gone-a", 0), links.ENOTFOUND, "second DeleteLink")
 	checkLink(t, "other link", mustGet(t, s, "kept-b"), b)
 	// The code is free again; ids are never reused.
 	a2 := mustCreate(t, s, newLink("gone-a"))
@@ -237,6 +237,17 @@ func testDeleteThenGet(t *testing.T, open OpenFunc) {
 	if len(page) != 2 || page[0].ID != a2.ID || page[1].ID != b.ID {
 		t.Fatalf("listing after delete and recreate: %v", ids(page))
 	}
+	// A delete narrowed to the old link's id leaves the new one (what
+	// DELETE with If-Match relies on); narrowed to the new id, it deletes.
+	wantCode(t, s.DeleteLink(t.Context(), "gone-a", a.ID), links.ENOTFOUND, "DeleteLink of the old id")
+	checkLink(t, "recreated link after a delete of the old id", mustGet(t, s, "gone-a"), a2)
+	wantCode(t, s.DeleteLink(t.Context(), "kept-b", a2.ID), links.ENOTFOUND, "DeleteLink of another link's id")
+	checkLink(t, "other link after a delete with a foreign id", mustGet(t, s, "kept-b"), b)
+	if err := s.DeleteLink(t.Context(), "gone-a", a2.ID); err != nil {
+		t.Fatalf("DeleteLink of the current id: %v", err)
+	}
+	_, err = s.GetLink(t.Context(), "gone-a")
+	wantCode(t, err, links.ENOTFOUND, "GetLink after DeleteLink of the current id")
 }
 
 func ids(ls []*links.Link) []int64 {
@@ -259,7 +270,7 @@ func testListPagination(t *testing.T, open OpenFunc) {
 	for i := range n {
 		l := mustCreate(t, s, newLink(fmt.Sprintf("page%02d", i)))
 		if i%10 == 3 {
-			if err := s.DeleteLink(ctx, l.Code); err != nil {
+			if err := s.DeleteLink(ctx, l.Code, 0); err != nil {
 				t.Fatal(err)
 			}
 			continue
@@ -547,7 +558,7 @@ func testSurvivesReopen(t *testing.T, open OpenFunc) {
 	mustCreate(t, s, a)
 	b := mustCreate(t, s, newLink("durable-b"))
 	mustCreate(t, s, newLink("durable-c"))
-	if err := s.DeleteLink(ctx, "durable-c"); err != nil {
+	if err := s.DeleteLink(ctx, "durable-c", 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.AddClicks(ctx, map[string]int64{"durable-a": 7}); err != nil {
@@ -687,7 +698,7 @@ func testReadYourWrites(t *testing.T, open OpenFunc) {
 					errs <- fmt.Errorf("list: %w", err)
 				}
 				if i%3 == 0 {
-					if err := s.DeleteLink(ctx, l.Code); err != nil {
+					if err := s.DeleteLink(ctx, l.Code, 0); err != nil {
 						errs <- fmt.Errorf("delete %s: %w", l.Code, err)
 					}
 					if _, err := s.GetLink(ctx, l.Code); links.ErrorCode(err) != links.ENOTFOUND {
@@ -721,7 +732,7 @@ func testCanceledContext(t *testing.T, open OpenFunc) {
 	_, err = s.ListLinks(ctx, links.ListParams{Limit: 1})
 	check("ListLinks", err)
 	check("AddClicks", s.AddClicks(ctx, map[string]int64{"ctx-exists": 1}))
-	check("DeleteLink", s.DeleteLink(ctx, "ctx-exists"))
+	check("DeleteLink", s.DeleteLink(ctx, "ctx-exists", 0))
 	check("PutAPIKey", s.PutAPIKey(ctx, &links.APIKey{ID: "k", Hash: hashOf("k"), CreatedAt: base}))
 
 	// Nothing happened, and the Store still works.
