@@ -163,7 +163,9 @@ func wire(ctx context.Context, cfg *config.Config, stdout io.Writer) (*wired, er
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	w.closers = append(w.closers, func() { rawStore.Close() })
-	st := metrics.InstrumentStore(rawStore, m)
+	// Every call is bounded (a stuck database answers 503, not a hung
+	// request), and the metrics time it including the bound.
+	st := metrics.InstrumentStore(store.Bound(rawStore, cfg.StoreTimeout), m)
 	if cfg.AdminKey != "" {
 		if err := apikeys.Bootstrap(ctx, st, cfg.AdminKey); err != nil {
 			return nil, err

@@ -50,6 +50,7 @@ type Config struct {
 	RedisCacheTTL  time.Duration    // LINKGATE_REDIS_CACHE_TTL: Redis cache entry lifetime
 	NegativeTTL    time.Duration    // LINKGATE_NEGATIVE_TTL: lifetime of "unknown code" cache entries
 	RedisTimeout   time.Duration    // LINKGATE_REDIS_TIMEOUT: bound on every Redis call on the request path
+	StoreTimeout   time.Duration    // LINKGATE_STORE_TIMEOUT: bound on every database call (503 when it passes)
 }
 
 // setting is one row of the table that drives defaults, env, flags and -h.
@@ -160,6 +161,7 @@ func settings() []setting {
 		{"LINKGATE_REDIS_CACHE_TTL", "redis-cache-ttl", "1h", "Redis cache entry lifetime", duration(func(c *Config) *time.Duration { return &c.RedisCacheTTL }, time.Millisecond)},
 		{"LINKGATE_NEGATIVE_TTL", "negative-ttl", "5s", "lifetime of cached 'unknown code' answers", duration(func(c *Config) *time.Duration { return &c.NegativeTTL }, time.Millisecond)},
 		{"LINKGATE_REDIS_TIMEOUT", "redis-timeout", "50ms", "bound on every Redis call on the request path", duration(func(c *Config) *time.Duration { return &c.RedisTimeout }, time.Millisecond)},
+		{"LINKGATE_STORE_TIMEOUT", "store-timeout", "5s", "bound on every database call; a request whose call runs over gets 503", duration(func(c *Config) *time.Duration { return &c.StoreTimeout }, time.Millisecond)},
 	}
 }
 

@@ -26,6 +26,7 @@ var codes = map[string]struct {
 	links.EUNAUTHORIZED: {fiber.StatusUnauthorized, "unauthorized", "Authentication required."},
 	links.EFORBIDDEN:    {fiber.StatusForbidden, "forbidden", "Not allowed."},
 	links.EPRECONDITION: {fiber.StatusPreconditionFailed, "precondition-failed", "A precondition failed."},
+	links.EUNAVAILABLE:  {fiber.StatusServiceUnavailable, "unavailable", "Service unavailable."},
 	links.EINTERNAL:     {fiber.StatusInternalServerError, "internal-error", "Internal error."},
 }
 
@@ -95,6 +96,9 @@ func (h *Handlers) ErrorHandler(c *fiber.Ctx, err error) error {
 	c.Status(p.Status)
 	if p.Status == fiber.StatusUnauthorized {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="linkgate"`)
+	}
+	if p.Status == fiber.StatusServiceUnavailable {
+		c.Set(fiber.HeaderRetryAfter, "1")
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	if isSeedRoute(c) {

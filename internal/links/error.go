@@ -16,6 +16,7 @@ const (
 	EUNAUTHORIZED = "unauthorized" // 401: no or unknown credentials
 	EFORBIDDEN    = "forbidden"    // 403: credentials lack the right
 	EPRECONDITION = "precondition" // 412: If-Match did not match
+	EUNAVAILABLE  = "unavailable"  // 503: a dependency (the database) did not answer in time
 	EINTERNAL     = "internal"     // 500: a fault; logged
 )
 
