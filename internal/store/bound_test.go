@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/linkgate/linkgate/internal/links"
 	"github.com/linkgate/linkgate/internal/store"
 	"github.com/linkgate/linkgate/internal/testenv"
@@ -31,18 +29,7 @@ func TestBoundStuckDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	locker, err := pgx.Connect(t.Context(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { locker.Close(context.Background()) })
-	tx, err := locker.Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(t.Context(), "LOCK TABLE links IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	unlock := testenv.LockTable(t, url, "links")
 
 	timed := func(what string, call func() error) {
 		t.Helper()
@@ -71,9 +58,7 @@ func TestBoundStuckDatabase(t *testing.T) {
 		t.Fatalf("GetLink past the caller's deadline: %v, want the caller's context error", err)
 	}
 
-	if err := tx.Rollback(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 	if _, err := s.GetLink(t.Context(), "before"); err != nil {
 		t.Fatalf("GetLink after the lock: %v", err)
 	}

@@ -200,3 +200,38 @@ func postgresBinDir() string {
 	}
 	return ""
 }
+
+// LockTable takes an ACCESS EXCLUSIVE lock on table in the database at
+// databaseURL, from a connection of its own, so that every statement on the
+// table waits (a stuck database, as far as that table goes). The returned
+// function releases the lock; it is safe to call more than once, and runs
+// at the end of tb if not called before.
+func LockTable(tb testing.TB, databaseURL, table string) (release func()) {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		tb.Fatalf("lock %s: %v", table, err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err == nil {
+		_, err = tx.Exec(ctx, "LOCK TABLE "+pgx.Identifier{table}.Sanitize()+" IN ACCESS EXCLUSIVE MODE")
+	}
+	if err != nil {
+		conn.Close(ctx)
+		tb.Fatalf("lock %s: %v", table, err)
+	}
+	var once bool
+	release = func() {
+		if once {
+			return
+		}
+		once = true
+		if err := tx.Rollback(ctx); err != nil {
+			tb.Errorf("release the lock on %s: %v", table, err)
+		}
+		conn.Close(ctx)
+	}
+	tb.Cleanup(release)
+	return release
+}

@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/linkgate/linkgate/internal/testenv"
 )
@@ -21,18 +18,7 @@ func TestStuckDatabaseAnswers503(t *testing.T) {
 	s := startServer(t, dbURL, "LINKGATE_STORE_TIMEOUT=300ms")
 	s.create(t, `{"url":"https://example.com/stuck","code":"stuck-a"}`)
 
-	locker, err := pgx.Connect(t.Context(), dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { locker.Close(context.Background()) })
-	tx, err := locker.Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(t.Context(), "LOCK TABLE links IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	unlock := testenv.LockTable(t, dbURL, "links")
 
 	for _, tc := range []struct {
 		name, method, path string
@@ -57,9 +43,7 @@ func TestStuckDatabaseAnswers503(t *testing.T) {
 		}
 	}
 
-	if err := tx.Rollback(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 	if r := do(t, "GET", s.URL+"/api/v1/links/stuck-a", nil, adminAuth); r.Status != http.StatusOK {
 		t.Fatalf("metadata after the lock: %d %s", r.Status, r.Body)
 	}
