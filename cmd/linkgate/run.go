@@ -68,7 +68,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	// Background workers stop when workCtx is cancelled, after the HTTP server
-	// has drained, so that every click counted by a finished request is flushed.
+	// has drained, so that every click counted by a finished request is flushed
+	// and invalidations Redis failed get a last try.
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	var workers sync.WaitGroup

@@ -66,8 +66,9 @@ const (
 	// maxPending bounds the invalidations kept for a retry after Redis
 	// failed them.
 	maxPending = 10_000
-	// retryInterval is how often Run retries pending invalidations.
-	retryInterval = time.Second
+	// finalRetryTimeout bounds the last retry of pending invalidations when
+	// Run's context ends (shutdown).
+	finalRetryTimeout = time.Second
 	// minGenTTL is the least time a code's generation is kept in Redis. It
 	// must outlast any load that started before the invalidation.
 	minGenTTL = 10 * time.Minute
@@ -130,6 +131,9 @@ type Config struct {
 	// warnings (link expiry is the caller's check, see the package doc).
 	// Default time.Now.
 	Now func() time.Time
+	// RetryInterval is how often Run retries invalidations that Redis
+	// failed. Default 1s.
+	RetryInterval time.Duration
 }
 
 // defaults fills in the zero fields and reports a missing Source or a
@@ -144,7 +148,7 @@ func (c *Config) defaults() error {
 			c.Redis = nil
 		}
 	}
-	if c.LRUSize < 0 || c.LRUTTL < 0 || c.RedisTTL < 0 || c.NegativeTTL < 0 || c.RedisTimeout < 0 {
+	if c.LRUSize < 0 || c.LRUTTL < 0 || c.RedisTTL < 0 || c.NegativeTTL < 0 || c.RedisTimeout < 0 || c.RetryInterval < 0 {
 		return errors.New("sizes and durations must not be negative")
 	}
 	if c.LRUSize == 0 {
@@ -176,6 +180,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = time.Second
 	}
 	return nil
 }

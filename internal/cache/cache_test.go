@@ -719,3 +719,58 @@ func TestNewConfig(t *testing.T) {
 	}
 	mustNotFound(t, c, "nothing")
 }
+
+// An invalidation still pending when Run's context ends (shutdown) gets one
+// last try: here periodic retries are an hour apart, so only the final pass
+// can reach Redis and B.
+func TestPendingInvalidationRetriedAtExit(t *testing.T) {
+	r := testenv.StartRedis(t)
+	want := testLink("exit001")
+	src := newSource(want)
+	a := newCache(t, Config{Source: src, Redis: redisClient(t, r.URL()), RetryInterval: time.Hour})
+	b := newCache(t, Config{Source: src, Redis: redisClient(t, r.URL())})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- a.Run(ctx) }()
+	testenv.WaitFor(t, 10*time.Second, "A's subscription", func() bool { return a.subscriptions.Load() >= 1 })
+	startRun(t, b)
+	mustResolve(t, b, want.Code, want)
+	admin := redisClient(t, r.URL())
+
+	src.del(want.Code)
+	if err := admin.Do(t.Context(), "CLIENT", "PAUSE", "500", "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Invalidate(t.Context(), want.Code); err == nil {
+		t.Fatal("Invalidate during CLIENT PAUSE WRITE returned nil")
+	}
+	// Wait for the pause to end: a write goes through again.
+	testenv.WaitFor(t, 10*time.Second, "the pause to end", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		return admin.Set(ctx, testenv.KeyPrefix(t)+"probe", "1", time.Minute).Err() == nil
+	})
+	a.pendingMu.Lock()
+	pending := len(a.pending)
+	a.pendingMu.Unlock()
+	if pending != 1 || !b.l1.contains(want.Code) {
+		t.Fatalf("before the exit: %d pending on A, B holds the code: %v; want 1 and true", pending, b.l1.contains(want.Code))
+	}
+
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	a.pendingMu.Lock()
+	pending = len(a.pending)
+	a.pendingMu.Unlock()
+	if pending != 0 {
+		t.Fatalf("%d invalidations still pending after Run returned", pending)
+	}
+	if n, err := admin.Exists(t.Context(), a.linkKey(want.Code)).Result(); err != nil || n != 0 {
+		t.Fatalf("L2 still holds the code after the exit retry: %d %v", n, err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the published invalidation to reach B", func() bool { return !b.l1.contains(want.Code) })
+	mustNotFound(t, b, want.Code)
+}

@@ -10,9 +10,10 @@ import (
 
 // Run receives invalidations from every instance (Invalidate publishes them on
 // Channel) and evicts their codes from this instance's L1, and retries failed
-// invalidations every second. It is meant for an oklog/run group: it returns
-// nil when ctx is done or the Cache is closed, and an error only when it is
-// already running or the subscription ends by itself.
+// invalidations every RetryInterval and once more, within finalRetryTimeout,
+// when ctx ends. It returns nil when ctx is done or the Cache is closed, and
+// an error only when it is already running or the subscription ends by
+// itself.
 //
 // go-redis reconnects the subscription after Redis restarts or the
 // connection breaks (a health-check PING finds dead connections within
@@ -42,11 +43,12 @@ func (c *Cache) Run(ctx context.Context) error {
 	ps := c.cfg.Redis.Subscribe(ctx, c.cfg.Channel) // connection errors are retried by ps
 	defer ps.Close()
 	msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
-	retry := time.NewTicker(retryInterval)
+	retry := time.NewTicker(c.cfg.RetryInterval)
 	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			c.finalRetry(ctx)
 			return nil
 		case <-c.done:
 			return nil
@@ -73,5 +75,23 @@ func (c *Cache) Run(ctx context.Context) error {
 				c.retryPending(ctx)
 			}
 		}
+	}
+}
+
+// finalRetry makes one last attempt, bounded by finalRetryTimeout, at the
+// invalidations Redis failed, as Run stops at shutdown: dropped, they would
+// let other instances serve a deleted or changed link until their LRU TTL
+// passes. What is still pending after it is logged and dropped. (Run does
+// not try after Close: the client may be closed by then.)
+func (c *Cache) finalRetry(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalRetryTimeout)
+	defer cancel()
+	c.retryPending(ctx)
+	c.pendingMu.Lock()
+	left := len(c.pending)
+	c.pendingMu.Unlock()
+	if left > 0 {
+		c.log.Error("failed invalidations dropped at exit; other instances may serve these codes until their LRU TTL passes",
+			"left", left)
 	}
 }
