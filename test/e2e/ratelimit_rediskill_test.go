@@ -488,10 +488,10 @@ func TestRateLimitScriptFlushUnderLoad(t *testing.T) {
 	if float64(redirects) != allowed+failOpen {
 		t.Errorf("%d redirects but %.0f allowed + %.0f fail-open decisions", redirects, allowed, failOpen)
 	}
-	// Leases (cmd/linkgate's redirect lease size L = 1024, MaxAge = 1 s): each
+	// Leases (cmd/linkgate's redirect lease size L = 64 for this slow policy, MaxAge = 1 s): each
 	// instance holds at most L-1 tokens per key and drops at most that many
 	// per MaxAge.
-	const leaseSize, leaseMaxAge = 1024, time.Second
+	const leaseSize, leaseMaxAge = 64, time.Second
 	leased := int64(len(servers)) * (leaseSize - 1) * (2 + int64(elapsed/leaseMaxAge))
 	lo, hi := int64(50000-allowed-failOpen)-leased, int64(50000-allowed)+refill
 	if tokens < lo || tokens > hi {
