@@ -227,8 +227,10 @@ func (s *Service) Get(ctx context.Context, code string) (*Link, error) {
 // delete (If-Match); the delete then removes only the link it checked, so a
 // link deleted and created again under the same code meanwhile stays and
 // the answer is EPRECONDITION (RFC 9110 §13.1.1: the checked representation
-// is no longer current). Errors: ENOTFOUND, EPRECONDITION, whatever
-// precondition returns.
+// is no longer current). Once the store was asked to delete, the caches are
+// told to forget the code even when it answers with an error: the delete may
+// have happened anyway (a timeout after the commit). Errors: ENOTFOUND,
+// EPRECONDITION, whatever precondition returns.
 func (s *Service) Delete(ctx context.Context, code string, precondition func(*Link) error) error {
 	var id int64
 	if precondition != nil {
@@ -244,6 +246,10 @@ func (s *Service) Delete(ctx context.Context, code string, precondition func(*Li
 		return Errorf(ENOTFOUND, "No link with this code.")
 	}
 	if err := s.cfg.Store.DeleteLink(ctx, code, id); err != nil {
+		// The delete may have happened anyway (a timeout after the commit,
+		// or an earlier attempt whose invalidation failed, retried now as a
+		// 404), so the caches forget the code whatever the store says.
+		s.invalidate(ctx, code)
 		if ErrorCode(err) == ENOTFOUND && id != 0 {
 			return Errorf(EPRECONDITION, "The link changed while it was being deleted; it was not deleted.")
 		}

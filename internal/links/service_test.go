@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/linkgate/linkgate/internal/cache"
 	"github.com/linkgate/linkgate/internal/links"
 	"github.com/linkgate/linkgate/internal/store/sqlite"
 )
@@ -57,5 +58,45 @@ func TestDeleteWithPreconditionKeepsARecreatedLink(t *testing.T) {
 	}
 	if _, err := svc.Get(ctx, "same-code"); links.ErrorCode(err) != links.ENOTFOUND {
 		t.Fatalf("Get after Delete: %v, want ENOTFOUND", err)
+	}
+}
+
+// TestDeleteAnswerLostStillInvalidates: a delete whose commit happened but
+// whose answer was lost (a timeout after the commit) is retried by the
+// client and gets 404; the cached link must not keep redirecting.
+func TestDeleteAnswerLostStillInvalidates(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "links.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	c, err := cache.New(cache.Config{Source: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	svc, err := links.NewService(links.ServiceConfig{Store: st, Resolver: c, Invalidator: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Create(ctx, links.CreateRequest{URL: "https://example.com/cached", Code: "cached-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Resolve(ctx, "cached-a"); err != nil {
+		t.Fatal(err)
+	}
+	// The first DELETE's commit, whose answer never reached the service.
+	if err := st.DeleteLink(ctx, "cached-a", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Resolve(ctx, "cached-a"); err != nil {
+		t.Fatalf("the cache should still hold the link before the retried DELETE: %v", err)
+	}
+	if err := svc.Delete(ctx, "cached-a", nil); links.ErrorCode(err) != links.ENOTFOUND {
+		t.Fatalf("retried Delete: %v, want ENOTFOUND", err)
+	}
+	if _, err := svc.Resolve(ctx, "cached-a"); links.ErrorCode(err) != links.ENOTFOUND {
+		t.Fatalf("Resolve after the retried Delete: %v, want ENOTFOUND (the cache forgot the link)", err)
 	}
 }
