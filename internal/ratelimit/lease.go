@@ -165,7 +165,7 @@ const (
 type leaseShard struct {
 	mu sync.Mutex
 	m  map[leaseKey]*leaseEntry
-	_  [40]byte // keep shards on separate cache lines
+	_  [48]byte // keep shards on separate cache lines (64 bytes each)
 }
 
 // NewLeaser returns a Leaser, or an error when cfg.Next is nil.

@@ -177,10 +177,13 @@ func TestLocalNewPoliciesConcurrently(t *testing.T) {
 	}
 }
 
-// TestLocalShardSize: each shard's lock lies on its own 64-byte line.
-func TestLocalShardSize(t *testing.T) {
+// TestShardSizes: each shard's lock lies on its own 64-byte line.
+func TestShardSizes(t *testing.T) {
 	if n := unsafe.Sizeof(localShard{}); n != 64 {
-		t.Fatalf("localShard is %d bytes, want 64", n)
+		t.Errorf("localShard is %d bytes, want 64", n)
+	}
+	if n := unsafe.Sizeof(leaseShard{}); n != 64 {
+		t.Errorf("leaseShard is %d bytes, want 64", n)
 	}
 }
 
