@@ -92,6 +92,7 @@ type Redis interface {
 	redis.Scripter
 	MGet(ctx context.Context, keys ...string) *redis.SliceCmd
 	Subscribe(ctx context.Context, channels ...string) *redis.PubSub
+	Pipeline() redis.Pipeliner
 }
 
 // Config configures a Cache. Zero fields take the defaults documented on them
@@ -218,6 +219,12 @@ type Cache struct {
 	pendingMu  sync.Mutex
 	pending    map[string]uint64 // code → sequence of its last failed invalidation
 	pendingSeq uint64
+
+	// Invalidations group-commit (see invalidateL2): while one call is in
+	// flight, later ones queue in invNext and go out together after it.
+	invMu   sync.Mutex
+	invBusy bool      // a call or a queue drain is in flight
+	invNext *invBatch // queued while busy; nil when none
 
 	logMu      sync.Mutex
 	lastLog    time.Time
@@ -491,17 +498,131 @@ func (c *Cache) Invalidate(ctx context.Context, code string) error {
 	return nil
 }
 
-// invalidateL2 runs the invalidation script for code.
+// invalidateL2 runs the invalidation script for code. Concurrent calls
+// share round trips, like a database group commit: a call that finds none
+// in flight runs its own script at once; calls arriving while one is in
+// flight queue, and when it returns the whole queue goes out as one
+// pipeline (from a goroutine, so the first caller does not wait for the
+// others), while later calls queue for the next. A caller whose ctx ends
+// while it waits gets ctx's error; its code still goes out with the queue.
 func (c *Cache) invalidateL2(ctx context.Context, code string) error {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.RedisTimeout)
-	defer cancel()
-	err := c.invalidate.Run(ctx, c.cfg.Redis, []string{c.linkKey(code), c.genKey(code)},
-		c.genTTLms, c.cfg.Channel, code).Err()
-	if err != nil {
-		err = fmt.Errorf("delete and publish: %w", err)
-		c.redisError("invalidate", err)
+	c.invMu.Lock()
+	if c.invBusy {
+		b := c.invNext
+		if b == nil {
+			b = &invBatch{done: make(chan struct{})}
+			c.invNext = b
+		}
+		i := len(b.codes)
+		b.codes = append(b.codes, code)
+		c.invMu.Unlock()
+		select {
+		case <-b.done:
+			return b.errs[i]
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	c.invBusy = true
+	c.invMu.Unlock()
+	err := c.runInvalidations(ctx, []string{code})[0]
+	c.invMu.Lock()
+	next := c.invNext
+	c.invNext = nil
+	c.invBusy = next != nil
+	c.invMu.Unlock()
+	if next != nil {
+		go c.drainInvalidations(next)
 	}
 	return err
+}
+
+// invBatch is a queue of invalidations sent as one pipeline; errs is set,
+// one per code, before done is closed.
+type invBatch struct {
+	codes []string
+	errs  []error
+	done  chan struct{}
+}
+
+// drainInvalidations sends b, then whatever queued meanwhile, until the
+// queue is empty. Each pipeline is bounded by RedisTimeout.
+func (c *Cache) drainInvalidations(b *invBatch) {
+	for b != nil {
+		b.errs = c.runInvalidations(context.Background(), b.codes)
+		close(b.done)
+		c.invMu.Lock()
+		b = c.invNext
+		c.invNext = nil
+		c.invBusy = b != nil
+		c.invMu.Unlock()
+	}
+}
+
+// runInvalidations runs the invalidation script once per code, in one
+// round trip, within RedisTimeout, and returns one error per code. One code
+// is an EVALSHA (EVAL after NOSCRIPT); several are a pipeline of EVALSHA,
+// the codes that get NOSCRIPT (the script cache was flushed, so nothing
+// ran) sent again with EVAL, which reloads the script.
+func (c *Cache) runInvalidations(ctx context.Context, codes []string) []error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RedisTimeout)
+	defer cancel()
+	errs := make([]error, len(codes))
+	if len(codes) == 1 {
+		errs[0] = c.invalidate.Run(ctx, c.cfg.Redis, c.invalidateKeys(codes[0]), c.invalidateArgs(codes[0])...).Err()
+	} else {
+		cmds := c.pipeInvalidations(ctx, codes, false)
+		var retry []int
+		for i, cmd := range cmds {
+			if err := cmd.Err(); isNoScript(err) {
+				retry = append(retry, i)
+			} else {
+				errs[i] = err
+			}
+		}
+		if len(retry) > 0 {
+			again := make([]string, len(retry))
+			for j, i := range retry {
+				again[j] = codes[i]
+			}
+			for j, cmd := range c.pipeInvalidations(ctx, again, true) {
+				errs[retry[j]] = cmd.Err()
+			}
+		}
+	}
+	for i, err := range errs {
+		if err != nil {
+			errs[i] = fmt.Errorf("delete and publish: %w", err)
+			c.redisError("invalidate", errs[i])
+		}
+	}
+	return errs
+}
+
+// pipeInvalidations sends the script for each code in one pipeline
+// (EVALSHA, or EVAL when eval is set); errors are left on the commands.
+func (c *Cache) pipeInvalidations(ctx context.Context, codes []string, eval bool) []*redis.Cmd {
+	pipe := c.cfg.Redis.Pipeline()
+	cmds := make([]*redis.Cmd, len(codes))
+	for i, code := range codes {
+		if eval {
+			cmds[i] = c.invalidate.Eval(ctx, pipe, c.invalidateKeys(code), c.invalidateArgs(code)...)
+		} else {
+			cmds[i] = c.invalidate.EvalSha(ctx, pipe, c.invalidateKeys(code), c.invalidateArgs(code)...)
+		}
+	}
+	_, _ = pipe.Exec(ctx) // per-command errors are on cmds
+	return cmds
+}
+
+func (c *Cache) invalidateKeys(code string) []string {
+	return []string{c.linkKey(code), c.genKey(code)}
+}
+func (c *Cache) invalidateArgs(code string) []any { return []any{c.genTTLms, c.cfg.Channel, code} }
+
+// isNoScript reports whether err is Redis's NOSCRIPT answer to EVALSHA.
+func isNoScript(err error) bool {
+	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
 }
 
 // pendingMark returns the sequence of the latest failed invalidation. A

@@ -774,3 +774,114 @@ func TestPendingInvalidationRetriedAtExit(t *testing.T) {
 	testenv.WaitFor(t, 10*time.Second, "the published invalidation to reach B", func() bool { return !b.l1.contains(want.Code) })
 	mustNotFound(t, b, want.Code)
 }
+
+// roundTrips is a go-redis hook counting what reaches Redis: single
+// commands and pipelines, with the largest pipeline seen.
+type roundTrips struct {
+	singles, pipelines, largest atomic.Int64
+}
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.singles.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.pipelines.Add(1)
+		for {
+			old := h.largest.Load()
+			if int64(len(cmds)) <= old || h.largest.CompareAndSwap(old, int64(len(cmds))) {
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// Concurrent invalidations share round trips: while the first is held in
+// flight (Redis paused for writes), the others queue and go out as one
+// pipeline. Every one still deletes its code from L2, bumps its generation
+// and reaches the other instance's L1.
+func TestConcurrentInvalidationsShareRoundTrips(t *testing.T) {
+	r := testenv.StartRedis(t)
+	const n = 32
+	ls := make([]links.Link, n)
+	for i := range ls {
+		ls[i] = testLink(fmt.Sprintf("grp%04d", i))
+	}
+	src := newSource(ls...)
+	client := redisClient(t, r.URL())
+	hook := &roundTrips{}
+	client.AddHook(hook)
+	a := newCache(t, Config{Source: src, Redis: client, RedisTimeout: 5 * time.Second})
+	b := newCache(t, Config{Source: src, Redis: redisClient(t, r.URL())})
+	startRun(t, b)
+	for _, l := range ls {
+		mustResolve(t, b, l.Code, l) // L1 of B and L2
+	}
+	admin := redisClient(t, r.URL())
+	for _, l := range ls {
+		src.del(l.Code)
+	}
+	if err := admin.Do(t.Context(), "CLIENT", "PAUSE", "300", "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	singles, pipelines := hook.singles.Load(), hook.pipelines.Load()
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		wg.Go(func() {
+			if err := a.Invalidate(context.Background(), l.Code); err != nil {
+				t.Errorf("Invalidate(%s): %v", l.Code, err)
+			}
+		})
+	}
+	wg.Wait()
+	trips := hook.singles.Load() - singles + hook.pipelines.Load() - pipelines
+	if trips >= n || hook.largest.Load() < 2 {
+		t.Fatalf("%d invalidations took %d round trips (largest pipeline %d): they did not share them",
+			n, trips, hook.largest.Load())
+	}
+	for _, l := range ls {
+		if k, err := admin.Exists(t.Context(), a.linkKey(l.Code)).Result(); err != nil || k != 0 {
+			t.Fatalf("L2 still holds %s: %d %v", l.Code, k, err)
+		}
+		if g, err := admin.Get(t.Context(), a.genKey(l.Code)).Int64(); err != nil || g < 1 {
+			t.Fatalf("generation of %s = %d %v, want >= 1", l.Code, g, err)
+		}
+	}
+	testenv.WaitFor(t, 10*time.Second, "every invalidation to reach B", func() bool { return b.Len() == 0 })
+	t.Logf("%d invalidations in %d round trips, largest pipeline %d", n, trips, hook.largest.Load())
+}
+
+// A pipeline of invalidations whose EVALSHA finds the script cache flushed
+// sends them again with EVAL.
+func TestPipelinedInvalidationsAfterScriptFlush(t *testing.T) {
+	r := testenv.StartRedis(t)
+	codes := []string{"flush01", "flush02", "flush03"}
+	src := newSource()
+	a := newCache(t, Config{Source: src, Redis: redisClient(t, r.URL())})
+	admin := redisClient(t, r.URL())
+	for _, code := range codes {
+		if err := admin.Set(t.Context(), a.linkKey(code), "x", time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := admin.ScriptFlush(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range a.runInvalidations(t.Context(), codes) {
+		if err != nil {
+			t.Fatalf("%s: %v", codes[i], err)
+		}
+	}
+	for _, code := range codes {
+		if k, _ := admin.Exists(t.Context(), a.linkKey(code)).Result(); k != 0 {
+			t.Fatalf("L2 still holds %s", code)
+		}
+	}
+}
