@@ -530,10 +530,18 @@ func TestLeaserCollapsesFetches(t *testing.T) {
 		}
 		close(start)
 		wg.Wait()
+		// A lease taken ahead (once half of a lease of 8 or more is spent)
+		// may still be in flight: let it land in this repetition's count.
+		testenv.WaitFor(t, 10*time.Second, "the key's last fetch", func() bool { return !leaseFetching(l, p, key) })
 		calls := next.calls.Load() - before
 		perRep = append(perRep, calls)
-		if calls > 7 {
-			t.Fatalf("repetition %d: 64 concurrent decisions made %d calls, want at most 7", rep, calls)
+		// All 64 queued behind the first call: 5 calls (1 token, then leases
+		// of 16). However the scheduler spreads them, the demand ramp (1, 2,
+		// 4, 8, 16, 16...) serves 64 in 8, and leases taken ahead (some
+		// smaller than 16, one perhaps unused) add a few: under a loaded
+		// CI run 8 was seen. Without collapsing it would be 64.
+		if calls > 12 {
+			t.Fatalf("repetition %d: 64 concurrent decisions made %d calls, want at most 12", rep, calls)
 		}
 	}
 	t.Logf("calls per 64 concurrent decisions: %v", perRep)
