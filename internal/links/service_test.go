@@ -10,17 +10,24 @@ import (
 	"github.com/linkgate/linkgate/internal/store/sqlite"
 )
 
+// openSQLite opens a store on a fresh SQLite file, closed when t ends.
+func openSQLite(t *testing.T) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "links.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 // TestDeleteWithPreconditionKeepsARecreatedLink: between the precondition
 // check (If-Match against the link read) and the delete, another client
 // deletes the link and creates a new one under the same code. The delete
 // must not remove the new link; it answers EPRECONDITION.
 func TestDeleteWithPreconditionKeepsARecreatedLink(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "links.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openSQLite(t)
 	svc, err := links.NewService(links.ServiceConfig{Store: st})
 	if err != nil {
 		t.Fatal(err)
@@ -66,11 +73,7 @@ func TestDeleteWithPreconditionKeepsARecreatedLink(t *testing.T) {
 // client and gets 404; the cached link must not keep redirecting.
 func TestDeleteAnswerLostStillInvalidates(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "links.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openSQLite(t)
 	c, err := cache.New(cache.Config{Source: st})
 	if err != nil {
 		t.Fatal(err)
