@@ -57,7 +57,7 @@ func Problem(err error) *problem.Details {
 		}
 		p = problem.New(m.status, m.slug, m.title, le.Message)
 		if le.Field != "" {
-			p.With("field", le.Field)
+			p = p.With("field", le.Field)
 		}
 		return p
 	case errors.As(err, &fe):
