@@ -49,6 +49,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/linkgate/linkgate/internal/links"
+	"github.com/linkgate/linkgate/internal/redisscript"
 )
 
 //go:embed fill.lua
@@ -526,12 +527,7 @@ func (c *Cache) invalidateL2(ctx context.Context, code string) error {
 	c.invBusy = true
 	c.invMu.Unlock()
 	err := c.runInvalidations(ctx, []string{code})[0]
-	c.invMu.Lock()
-	next := c.invNext
-	c.invNext = nil
-	c.invBusy = next != nil
-	c.invMu.Unlock()
-	if next != nil {
+	if next := c.nextInvalidations(); next != nil {
 		go c.drainInvalidations(next)
 	}
 	return err
@@ -545,25 +541,29 @@ type invBatch struct {
 	done  chan struct{}
 }
 
+// nextInvalidations takes the queued batch, if any, for the caller to send;
+// with none, nothing is in flight any more.
+func (c *Cache) nextInvalidations() *invBatch {
+	c.invMu.Lock()
+	defer c.invMu.Unlock()
+	b := c.invNext
+	c.invNext = nil
+	c.invBusy = b != nil
+	return b
+}
+
 // drainInvalidations sends b, then whatever queued meanwhile, until the
 // queue is empty. Each pipeline is bounded by RedisTimeout.
 func (c *Cache) drainInvalidations(b *invBatch) {
-	for b != nil {
+	for ; b != nil; b = c.nextInvalidations() {
 		b.errs = c.runInvalidations(context.Background(), b.codes)
 		close(b.done)
-		c.invMu.Lock()
-		b = c.invNext
-		c.invNext = nil
-		c.invBusy = b != nil
-		c.invMu.Unlock()
 	}
 }
 
 // runInvalidations runs the invalidation script once per code, in one
-// round trip, within RedisTimeout, and returns one error per code. One code
-// is an EVALSHA (EVAL after NOSCRIPT); several are a pipeline of EVALSHA,
-// the codes that get NOSCRIPT (the script cache was flushed, so nothing
-// ran) sent again with EVAL, which reloads the script.
+// round trip, within RedisTimeout, and returns one error per code: an
+// EVALSHA for one code, a pipeline for several (both EVAL after NOSCRIPT).
 func (c *Cache) runInvalidations(ctx context.Context, codes []string) []error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RedisTimeout)
 	defer cancel()
@@ -571,24 +571,11 @@ func (c *Cache) runInvalidations(ctx context.Context, codes []string) []error {
 	if len(codes) == 1 {
 		errs[0] = c.invalidate.Run(ctx, c.cfg.Redis, c.invalidateKeys(codes[0]), c.invalidateArgs(codes[0])...).Err()
 	} else {
-		cmds := c.pipeInvalidations(ctx, codes, false)
-		var retry []int
-		for i, cmd := range cmds {
-			if err := cmd.Err(); isNoScript(err) {
-				retry = append(retry, i)
-			} else {
-				errs[i] = err
-			}
+		calls := make([]redisscript.Call, len(codes))
+		for i, code := range codes {
+			calls[i] = redisscript.Call{Keys: c.invalidateKeys(code), Args: c.invalidateArgs(code)}
 		}
-		if len(retry) > 0 {
-			again := make([]string, len(retry))
-			for j, i := range retry {
-				again[j] = codes[i]
-			}
-			for j, cmd := range c.pipeInvalidations(ctx, again, true) {
-				errs[retry[j]] = cmd.Err()
-			}
-		}
+		redisscript.Pipelined(ctx, c.cfg.Redis, c.invalidate, calls, func(i int, cmd *redis.Cmd) { errs[i] = cmd.Err() })
 	}
 	for i, err := range errs {
 		if err != nil {
@@ -599,31 +586,10 @@ func (c *Cache) runInvalidations(ctx context.Context, codes []string) []error {
 	return errs
 }
 
-// pipeInvalidations sends the script for each code in one pipeline
-// (EVALSHA, or EVAL when eval is set); errors are left on the commands.
-func (c *Cache) pipeInvalidations(ctx context.Context, codes []string, eval bool) []*redis.Cmd {
-	pipe := c.cfg.Redis.Pipeline()
-	cmds := make([]*redis.Cmd, len(codes))
-	for i, code := range codes {
-		if eval {
-			cmds[i] = c.invalidate.Eval(ctx, pipe, c.invalidateKeys(code), c.invalidateArgs(code)...)
-		} else {
-			cmds[i] = c.invalidate.EvalSha(ctx, pipe, c.invalidateKeys(code), c.invalidateArgs(code)...)
-		}
-	}
-	_, _ = pipe.Exec(ctx) // per-command errors are on cmds
-	return cmds
-}
-
 func (c *Cache) invalidateKeys(code string) []string {
 	return []string{c.linkKey(code), c.genKey(code)}
 }
 func (c *Cache) invalidateArgs(code string) []any { return []any{c.genTTLms, c.cfg.Channel, code} }
-
-// isNoScript reports whether err is Redis's NOSCRIPT answer to EVALSHA.
-func isNoScript(err error) bool {
-	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
-}
 
 // pendingMark returns the sequence of the latest failed invalidation. A
 // successful invalidation that starts after it covers every failure up to it.

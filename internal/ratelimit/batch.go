@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/linkgate/linkgate/internal/redisscript"
 )
 
 // BatcherConfig configures a Batcher.
@@ -196,7 +198,6 @@ type batchWorker struct {
 	batch []*batchReq
 	keys  []string
 	argv  []any
-	cmds  []*redis.Cmd
 }
 
 // run decides the batch in one round trip and answers every request in it.
@@ -245,44 +246,16 @@ func (w *batchWorker) oneCall(ctx context.Context, reqs []*batchReq) {
 	clear(argv)
 }
 
-// pipelined sends one EVALSHA per request in one pipeline; the requests
-// that get NOSCRIPT (the script cache was flushed, so nothing ran) are sent
-// again with EVAL, which reloads the script.
+// pipelined sends one EVALSHA per request in one pipeline (EVAL for those
+// answered NOSCRIPT, see redisscript) and answers each request as soon as its
+// command is final.
 func (w *batchWorker) pipelined(ctx context.Context, reqs []*batchReq) {
-	w.cmds = w.exec(ctx, reqs, w.cmds[:0], false)
-	var retry []*batchReq
-	for i, c := range w.cmds {
-		if isNoScript(c.Err()) {
-			retry = append(retry, reqs[i])
-			continue
-		}
+	calls := make([]redisscript.Call, len(reqs))
+	for i, r := range reqs {
+		calls[i] = redisscript.Call{Keys: []string{r.key}, Args: w.b.s.args(make([]any, 0, 4), r.p, r.cost)}
+	}
+	redisscript.Pipelined(ctx, w.b.client, w.b.s.script, calls, func(i int, c *redis.Cmd) {
 		d, err := decision(reqs[i].p, c)
 		reqs[i].out <- batchResult{d: d, err: err}
-	}
-	if len(retry) > 0 {
-		w.cmds = w.exec(ctx, retry, w.cmds[:0], true)
-		for i, c := range w.cmds {
-			d, err := decision(retry[i].p, c)
-			retry[i].out <- batchResult{d: d, err: err}
-		}
-	}
-	clear(w.cmds)
-}
-
-// exec runs the script for every request in one pipeline (EVALSHA, or EVAL
-// when eval is set) and returns the commands in request order. Errors are
-// left on the commands.
-func (w *batchWorker) exec(ctx context.Context, reqs []*batchReq, cmds []*redis.Cmd, eval bool) []*redis.Cmd {
-	pipe := w.b.client.Pipeline()
-	for _, r := range reqs {
-		keys := []string{r.key}
-		argv := w.b.s.args(make([]any, 0, 4), r.p, r.cost)
-		if eval {
-			cmds = append(cmds, w.b.s.script.Eval(ctx, pipe, keys, argv...))
-		} else {
-			cmds = append(cmds, w.b.s.script.EvalSha(ctx, pipe, keys, argv...))
-		}
-	}
-	_, _ = pipe.Exec(ctx) // per-command errors are on cmds
-	return cmds
+	})
 }

@@ -120,12 +120,6 @@ func decisionOf(p Policy, v []int64) Decision {
 	}
 }
 
-// isNoScript reports whether err is Redis's NOSCRIPT: the script cache does
-// not hold the script (SCRIPT FLUSH, restart, failover), so it did not run.
-func isNoScript(err error) bool {
-	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
-}
-
 // RedisConfig configures a RedisLimiter.
 type RedisConfig struct {
 	// Client is the Redis client. Required.
