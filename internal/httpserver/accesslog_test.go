@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -11,9 +12,15 @@ import (
 	"time"
 )
 
+// levelLogger is a logger that enables level and above and writes nowhere:
+// the access log asks it only whether a line is enabled.
+func levelLogger(level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: level}))
+}
+
 func TestAccessLogLineIsValidJSON(t *testing.T) {
 	var buf bytes.Buffer
-	logger := slog.New(slog.NewJSONHandler(&bytes.Buffer{}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logger := levelLogger(slog.LevelInfo)
 	a := newAccessLog(&buf, logger)
 	weird := "/a\"b\\c\n\r\t\x01<x>&\xff\u2028é"
 	e := accessEntry{start: time.Now(), requestID: "id-1", method: "GET", path: weird, route: "/:code", status: 404, bytes: 12, ip: "127.0.0.1"}
@@ -36,7 +43,7 @@ func TestAccessLogLineIsValidJSON(t *testing.T) {
 
 func TestAccessLogFollowsLevel(t *testing.T) {
 	var buf bytes.Buffer
-	warn := slog.New(slog.NewJSONHandler(&bytes.Buffer{}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	warn := levelLogger(slog.LevelWarn)
 	a := newAccessLog(&buf, warn)
 	if a.enabled(200) || !a.enabled(503) {
 		t.Fatal("at warn, 2xx lines must be off and 5xx lines (ERROR) on")
@@ -48,7 +55,7 @@ func TestAccessLogFollowsLevel(t *testing.T) {
 }
 
 func BenchmarkAccessLog(b *testing.B) {
-	logger := slog.New(slog.NewJSONHandler(&bytes.Buffer{}, nil))
+	logger := levelLogger(slog.LevelInfo)
 	a := newAccessLog(discard{}, logger)
 	e := accessEntry{start: time.Now(), requestID: "0123456789ab-1z", method: "GET", path: "/Ab3dE9x", route: "/:code", status: 302, ip: "127.0.0.1"}
 	b.ReportAllocs()

@@ -16,7 +16,7 @@ import (
 // the handler, and the line carries the request ID sent back.
 func TestRequestLogTimesTheHandler(t *testing.T) {
 	var buf bytes.Buffer
-	logger := slog.New(slog.NewJSONHandler(&bytes.Buffer{}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logger := levelLogger(slog.LevelInfo)
 	app := fiber.New()
 	app.Use(requestLog(newAccessLog(&buf, logger), fiber.DefaultErrorHandler))
 	const work = 30 * time.Millisecond
