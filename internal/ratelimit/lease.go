@@ -86,7 +86,8 @@ type LeaseConfig struct {
 // single-token one), or whose ctx ends while it waits, asks Next for one
 // token itself. When the answer was not a Redis decision (an
 // error, or Redis unavailable), every queued request asks Next for itself
-// at once, exactly as without the Leaser.
+// at once, exactly as without the Leaser. A queue longer than 64 is
+// released once it empties, so a burst's slice is not kept with the key.
 //
 // Decisions from leased tokens have Source SourceLease, Allowed true,
 // Limit Burst, RetryAfter 0, Remaining the last Redis Remaining for the key
@@ -363,7 +364,14 @@ func (e *leaseEntry) handOff(p Policy, fromRedis bool, now int64) {
 	n := copy(q, rest)
 	clear(q[n:])
 	e.queue = q[:n]
+	if n == 0 && cap(q) > leaseQueueKeep {
+		e.queue = nil // a burst's queue (up to 4×Size waiters) is not kept for the key's lifetime
+	}
 }
+
+// leaseQueueKeep is the largest empty queue an entry keeps for reuse; a
+// longer one is released once it empties.
+const leaseQueueKeep = 64
 
 // aheadMin is the smallest lease after which the next one is taken ahead.
 const aheadMin = 8

@@ -616,6 +616,51 @@ func TestLeaserWaiters(t *testing.T) {
 	})
 }
 
+// TestLeaserReleasesBurstQueue: a key's queue grows with a burst of
+// waiters (up to 4×Size) and is released once the burst has been served,
+// so a hot key does not keep a burst-sized slice until it is swept.
+func TestLeaserReleasesBurstQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := mustPolicy(t, "redirect", "100000/1h:100000")
+		release := make(chan struct{})
+		var calls atomic.Int64
+		next := deciderFunc(func(_ context.Context, p Policy, _ string, cost int64) (Decision, error) {
+			if calls.Add(1) == 1 {
+				<-release
+			}
+			return Decision{Allowed: true, Limit: p.Burst, Remaining: p.Burst - cost, Source: SourceRedis}, nil
+		})
+		l, err := NewLeaser(LeaseConfig{Next: next, Size: 256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const waiters = 300
+		var wg sync.WaitGroup
+		for range waiters + 1 {
+			wg.Go(func() {
+				if d := allow(t, l, p, "k", 1); !d.Allowed {
+					t.Errorf("denied: %+v", d)
+				}
+			})
+		}
+		synctest.Wait() // one in Next, the others queued behind it
+		queued := 0
+		inLeaseEntry(l, p, "k", func(e *leaseEntry) { queued = len(e.queue) })
+		if queued != waiters {
+			t.Fatalf("%d queued behind the first fetch, want %d", queued, waiters)
+		}
+		close(release)
+		wg.Wait()
+		synctest.Wait() // a lease taken ahead lands
+		inLeaseEntry(l, p, "k", func(e *leaseEntry) {
+			if len(e.queue) != 0 || cap(e.queue) > leaseQueueKeep {
+				t.Fatalf("after the burst the queue has length %d, capacity %d; want it empty and at most %d kept",
+					len(e.queue), cap(e.queue), leaseQueueKeep)
+			}
+		})
+	})
+}
+
 // TestLeaserTakesAhead: a busy key asks for its next lease once half of the
 // current one is spent, and its requests go on spending the rest while that
 // call is in flight: none waits for it unless the key runs dry first. The
