@@ -311,9 +311,9 @@ func TestComposeAppSettings(t *testing.T) {
 		if !trusted {
 			t.Errorf("%s trusts %v, not nginx at %s", app, cfg.TrustedProxies, nginxIP)
 		}
-		if s.StopGracePeriod == nil || time.Duration(*s.StopGracePeriod) <= cfg.ShutdownDelay+cfg.DrainTimeout {
-			t.Errorf("%s stop_grace_period %v must exceed shutdown delay %v + drain timeout %v",
-				app, s.StopGracePeriod, cfg.ShutdownDelay, cfg.DrainTimeout)
+		if s.StopGracePeriod == nil || time.Duration(*s.StopGracePeriod) <= cfg.ShutdownDelay+cfg.DrainTimeout+cfg.StoreTimeout {
+			t.Errorf("%s stop_grace_period %v must exceed shutdown delay %v + drain timeout %v + store timeout %v (the grace of requests still running)",
+				app, s.StopGracePeriod, cfg.ShutdownDelay, cfg.DrainTimeout, cfg.StoreTimeout)
 		}
 		if !s.ReadOnly || !slices.Contains(s.CapDrop, "ALL") {
 			t.Errorf("%s: want read_only and cap_drop [ALL]", app)

@@ -247,14 +247,14 @@ func checkManifests(t *testing.T, r rendered) {
 			t.Error("preStop sleep of zero seconds")
 		}
 	}
-	need := preStop + cfg.ShutdownDelay + cfg.DrainTimeout
+	need := preStop + cfg.ShutdownDelay + cfg.DrainTimeout + cfg.StoreTimeout // the last: the grace of requests still running
 	var grace time.Duration
 	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
 		grace = time.Duration(*g) * time.Second
 	}
 	if grace <= 25*time.Second || grace <= need {
-		t.Errorf("terminationGracePeriodSeconds %v must exceed 25s and preStop %v + shutdown delay %v + drain %v = %v",
-			grace, preStop, cfg.ShutdownDelay, cfg.DrainTimeout, need)
+		t.Errorf("terminationGracePeriodSeconds %v must exceed 25s and preStop %v + shutdown delay %v + drain %v + store timeout %v = %v",
+			grace, preStop, cfg.ShutdownDelay, cfg.DrainTimeout, cfg.StoreTimeout, need)
 	}
 
 	// Resources.

@@ -96,7 +96,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 		if err := app.ShutdownWithContext(drainCtx); err != nil {
-			logger.Warn("drain incomplete", "err", err)
+			// Requests still running count clicks and use the store, which
+			// are flushed and closed next: give them up to the store timeout
+			// (the longest a handler waits on one call) to end.
+			logger.Warn("drain incomplete; waiting for running requests", "err", err,
+				"running", w.inflight.Running(), "grace", cfg.StoreTimeout.String())
+			if n := awaitRequests(w.inflight, cfg.StoreTimeout); n > 0 {
+				logger.Error("stopping with requests still running; their clicks may be lost", "running", n)
+			}
 		}
 		cancel()
 		// fasthttp's shutdown does nothing if Serve has not registered the
@@ -116,6 +123,21 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runErr
 }
 
+// awaitRequests waits until no request is in the handlers, at most grace,
+// and returns the number still running.
+func awaitRequests(inflight *httpserver.Inflight, grace time.Duration) int64 {
+	deadline := time.Now().Add(grace)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		n := inflight.Running()
+		if n == 0 || !time.Now().Before(deadline) {
+			return n
+		}
+		<-tick.C
+	}
+}
+
 // wired is every part Run assembles, before anything serves or runs in the
 // background: the app and the parts Run's serve loop and shutdown need.
 type wired struct {
@@ -125,7 +147,8 @@ type wired struct {
 	probes   *health.Health
 	counter  *clicks.Counter
 	resolver *cache.Cache
-	closers  []func() // in the order opened; close runs them in reverse
+	inflight *httpserver.Inflight // requests in the handlers
+	closers  []func()             // in the order opened; close runs them in reverse
 }
 
 // close releases what wire opened (limiter, cache, Redis, store), in reverse
@@ -246,6 +269,7 @@ func wire(ctx context.Context, cfg *config.Config, stdout io.Writer) (*wired, er
 		return nil, err
 	}
 	w.closers = append(w.closers, closeLimits)
+	inflight := new(httpserver.Inflight)
 	app, err := httpserver.New(httpserver.Config{
 		Handlers:       h,
 		Health:         probes,
@@ -259,11 +283,12 @@ func wire(ctx context.Context, cfg *config.Config, stdout io.Writer) (*wired, er
 		TrustedProxies: cfg.TrustedProxies,
 		CORSOrigins:    cfg.CORSOrigins,
 		Limits:         limits,
+		Inflight:       inflight,
 	})
 	if err != nil {
 		return nil, err
 	}
-	w.app, w.probes, w.counter, w.resolver = app, probes, counter, resolver
+	w.app, w.probes, w.counter, w.resolver, w.inflight = app, probes, counter, resolver, inflight
 	ok = true
 	return w, nil
 }

@@ -3,7 +3,8 @@
 // routes. It is the one place that says which middleware runs where.
 //
 // Order, outermost first: unknown-method guard (fasthttp level) → request ID
-// and access log → Connection: close while draining → the probe routes and
+// and access log → Connection: close while draining and the in-flight
+// count → the probe routes and
 // /metrics (which end the chain) → HTTP metrics → error rendering (so the
 // metrics and the log see the status sent) → panic recovery → routes. The API
 // group runs CORS (only for requests with Origin) and then authentication;
@@ -52,6 +53,9 @@ type Config struct {
 	CORSOrigins []string
 	// Limits are the rate-limit middleware per route class; nil means none.
 	Limits Limits
+	// Inflight, when set, counts the requests in the handlers (all but the
+	// unknown-method guard's answers).
+	Inflight *Inflight
 }
 
 // Limits holds one rate-limit middleware per route class.
@@ -111,7 +115,7 @@ func New(cfg Config) (*fiber.App, error) {
 	guardUnknownMethods(app)
 
 	app.Use(requestLog(newAccessLog(cfg.AccessLog, cfg.Logger), h.ErrorHandler))
-	app.Use(closeWhileDraining(cfg.Health))
+	app.Use(closeWhileDraining(cfg.Health, cfg.Inflight))
 
 	// Probes and /metrics first: nothing after this point (limits, auth) may
 	// refuse them, and they stay out of the HTTP metrics. (fiberprometheus's
@@ -182,13 +186,26 @@ func guardUnknownMethods(app *fiber.App) {
 
 // closeWhileDraining answers with Connection: close once shutdown has begun,
 // so that proxies stop reusing connections to this instance during the
-// shutdown delay and none is mid-request when the listener closes.
-func closeWhileDraining(h *health.Health) fiber.Handler {
+// shutdown delay and none is mid-request when the listener closes. It
+// checks when the handlers have returned, so a request that began before
+// the drain closes its connection too (fasthttp's own close on shutdown
+// only holds until its drain timeout passes).
+//
+// It also counts the requests it runs in inflight (a fresh Inflight when
+// nil).
+func closeWhileDraining(h *health.Health, inflight *Inflight) fiber.Handler {
+	if inflight == nil {
+		inflight = new(Inflight)
+	}
 	return func(c *fiber.Ctx) error {
+		n := inflight.stripe(c.Context().ConnID())
+		n.Add(1)
+		defer n.Add(-1)
+		err := c.Next()
 		if h.Draining() {
 			c.Context().SetConnectionClose()
 		}
-		return c.Next()
+		return err
 	}
 }
 

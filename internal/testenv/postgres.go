@@ -235,3 +235,20 @@ func LockTable(tb testing.TB, databaseURL, table string) (release func()) {
 	tb.Cleanup(release)
 	return release
 }
+
+// LockWaiters is the number of sessions of databaseURL's database waiting
+// for a lock on table (e.g. behind LockTable).
+func LockWaiters(tb testing.TB, databaseURL, table string) int {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		tb.Fatalf("lock waiters on %s: %v", table, err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = to_regclass($1)", table).Scan(&n); err != nil {
+		tb.Fatalf("lock waiters on %s: %v", table, err)
+	}
+	return n
+}

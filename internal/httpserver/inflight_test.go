@@ -1,0 +1,65 @@
+package httpserver
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/linkgate/linkgate/internal/health"
+	"github.com/linkgate/linkgate/internal/testenv"
+)
+
+// TestInflightAndCloseWhileDraining: a request counts as running while it
+// is in the handlers and not after; a request that began before the drain
+// and ends after it closes its keep-alive connection.
+func TestInflightAndCloseWhileDraining(t *testing.T) {
+	h, err := health.New(health.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inflight Inflight
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Use(closeWhileDraining(h, &inflight))
+	app.Get("/block", func(c *fiber.Ctx) error {
+		entered <- struct{}{}
+		<-release
+		return c.SendString("done")
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	defer func() { _ = app.Shutdown() }()
+
+	conn, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(conn, "GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
+	<-entered
+	if n := inflight.Running(); n != 1 {
+		t.Fatalf("one request in the handler: Running() = %d", n)
+	}
+	h.Drain()
+	close(release)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("request that began before the drain: %d, Connection %q; want 200 with Connection: close",
+			resp.StatusCode, resp.Header.Get("Connection"))
+	}
+	testenv.WaitFor(t, 5*time.Second, "no request running", func() bool { return inflight.Running() == 0 })
+}
