@@ -241,10 +241,16 @@ func wire(ctx context.Context, cfg *config.Config, stdout io.Writer) (*wired, er
 	if err != nil {
 		return nil, err
 	}
+	// Key rows are reused for 5s: a rotated LINKGATE_ADMIN_KEY is honoured
+	// by every instance within that (apikeys package doc).
+	auth, err := apikeys.NewAuthenticator(st, apikeys.Config{})
+	if err != nil {
+		return nil, err
+	}
 	h, err := handlers.New(handlers.Config{
 		Links:          svc,
 		Clicks:         counter,
-		Auth:           apikeys.NewAuthenticator(st),
+		Auth:           auth,
 		BaseURL:        cfg.BaseURL.String(),
 		PublicCreate:   cfg.PublicCreate,
 		RedirectMaxAge: cfg.RedirectMaxAge,

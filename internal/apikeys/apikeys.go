@@ -7,7 +7,15 @@
 // is stored hashed under the reserved id "bootstrap" and is the row checked for
 // any token not in the lg_ shape.
 //
-// An Authenticator is safe for concurrent use.
+// An Authenticator remembers the key rows it read, and the ids it found no
+// row for, for Config.TTL (5s by default), so that a client sending its key
+// with every request, or a misconfigured one retrying a dead key, costs one
+// store read per TTL and not one per request; any token not in the lg_ shape
+// is checked against the one bootstrap row. The price is that a key replaced
+// in the store (LINKGATE_ADMIN_KEY rotated by another instance) is honoured
+// by every instance within TTL rather than at once. Concurrent reads of one
+// id share a store call (golang.org/x/sync/singleflight). An Authenticator
+// is safe for concurrent use.
 package apikeys
 
 import (
@@ -19,6 +27,9 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/linkgate/linkgate/internal/links"
 )
@@ -84,29 +95,92 @@ func Bootstrap(ctx context.Context, s Store, token string) error {
 	return nil
 }
 
+// Config configures an Authenticator. The zero value is the default.
+type Config struct {
+	// TTL is how long a row read from the store, or its absence, is reused.
+	// Default 5s; negative reads the store for every token.
+	TTL time.Duration
+	// Size bounds the ids remembered; the least recently used go first.
+	// Default 10,000.
+	Size int
+}
+
 // Authenticator checks presented tokens against the store.
 type Authenticator struct {
 	store Store
+	ttl   time.Duration
+	rows  *lru.Cache[string, cachedRow] // nil when TTL is negative
+	reads singleflight.Group
+}
+
+// cachedRow is a row read from the store, or its absence (key nil).
+type cachedRow struct {
+	key     *links.APIKey
+	expires time.Time
 }
 
 // NewAuthenticator returns an Authenticator reading keys from s.
-func NewAuthenticator(s Store) *Authenticator { return &Authenticator{store: s} }
+func NewAuthenticator(s Store, cfg Config) (*Authenticator, error) {
+	if cfg.TTL == 0 {
+		cfg.TTL = 5 * time.Second
+	}
+	if cfg.Size <= 0 {
+		cfg.Size = 10_000
+	}
+	a := &Authenticator{store: s, ttl: cfg.TTL}
+	if cfg.TTL > 0 {
+		rows, err := lru.New[string, cachedRow](cfg.Size)
+		if err != nil {
+			return nil, fmt.Errorf("apikeys: %w", err)
+		}
+		a.rows = rows
+	}
+	return a, nil
+}
 
 // Authenticate returns the key a token belongs to, or an EUNAUTHORIZED error
 // for an unknown or wrong token. Store failures are returned as they are.
+// The key returned may be shared with other callers: do not modify it.
 func (a *Authenticator) Authenticate(ctx context.Context, token string) (*links.APIKey, error) {
 	id := BootstrapID
 	if rest, ok := strings.CutPrefix(token, prefix); ok && len(rest) == idLen+1+secretLen && rest[idLen] == '_' {
 		id = rest[:idLen]
 	}
-	k, err := a.store.GetAPIKey(ctx, id)
-	if links.ErrorCode(err) == links.ENOTFOUND {
-		return nil, links.Errorf(links.EUNAUTHORIZED, "Unknown API key.")
-	} else if err != nil {
+	k, err := a.row(ctx, id)
+	if err != nil {
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
-	if subtle.ConstantTimeCompare(Hash(token), k.Hash) != 1 {
+	if k == nil || subtle.ConstantTimeCompare(Hash(token), k.Hash) != 1 {
 		return nil, links.Errorf(links.EUNAUTHORIZED, "Unknown API key.")
 	}
 	return k, nil
+}
+
+// row returns the stored key id, or nil when there is none, from the cache
+// while fresh. Concurrent misses on one id share one store read, made
+// without the first caller's cancellation (the store bounds its calls), so
+// that one caller going away does not fail the others.
+func (a *Authenticator) row(ctx context.Context, id string) (*links.APIKey, error) {
+	if a.rows != nil {
+		if r, ok := a.rows.Get(id); ok && time.Now().Before(r.expires) {
+			return r.key, nil
+		}
+	}
+	v, err, _ := a.reads.Do(id, func() (any, error) {
+		k, err := a.store.GetAPIKey(context.WithoutCancel(ctx), id)
+		if links.ErrorCode(err) == links.ENOTFOUND {
+			k, err = nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if a.rows != nil {
+			a.rows.Add(id, cachedRow{key: k, expires: time.Now().Add(a.ttl)})
+		}
+		return k, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*links.APIKey), nil
 }

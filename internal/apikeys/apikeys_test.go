@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/linkgate/linkgate/internal/links"
 	"github.com/linkgate/linkgate/internal/store"
+	"github.com/linkgate/linkgate/internal/testenv"
 )
 
 func openStore(t *testing.T) store.Store {
@@ -32,7 +36,10 @@ func TestCreateAndAuthenticate(t *testing.T) {
 	if !strings.HasPrefix(token, "lg_") || len(token) != len("lg_")+idLen+1+secretLen {
 		t.Fatalf("token %q has the wrong shape", token)
 	}
-	a := NewAuthenticator(st)
+	a, err := NewAuthenticator(st, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	k, err := a.Authenticate(ctx, token)
 	if err != nil || !k.Admin || k.Name != "ops" {
 		t.Fatalf("Authenticate(valid) = %+v, %v", k, err)
@@ -54,24 +61,138 @@ func TestCreateAndAuthenticate(t *testing.T) {
 	}
 }
 
+// TestBootstrapKeyRotates: a replaced bootstrap key is refused, at once
+// without the row cache and within its TTL with it.
 func TestBootstrapKeyRotates(t *testing.T) {
+	for _, ttl := range []time.Duration{-1, 100 * time.Millisecond} {
+		t.Run(fmt.Sprintf("ttl=%v", ttl), func(t *testing.T) {
+			ctx := context.Background()
+			st := openStore(t)
+			a, err := NewAuthenticator(st, Config{TTL: ttl})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := Bootstrap(ctx, st, "first-admin-key-123456"); err != nil {
+				t.Fatal(err)
+			}
+			if k, err := a.Authenticate(ctx, "first-admin-key-123456"); err != nil || !k.Admin {
+				t.Fatalf("bootstrap key refused: %v", err)
+			}
+			if err := Bootstrap(ctx, st, "second-admin-key-123456"); err != nil {
+				t.Fatal(err)
+			}
+			rotated := time.Now()
+			if ttl < 0 {
+				if _, err := a.Authenticate(ctx, "first-admin-key-123456"); links.ErrorCode(err) != links.EUNAUTHORIZED {
+					t.Fatalf("rotated-out bootstrap key still accepted: %v", err)
+				}
+			}
+			testenv.WaitFor(t, 5*time.Second, "the old key refused and the new one accepted", func() bool {
+				_, errOld := a.Authenticate(ctx, "first-admin-key-123456")
+				_, errNew := a.Authenticate(ctx, "second-admin-key-123456")
+				return links.ErrorCode(errOld) == links.EUNAUTHORIZED && errNew == nil
+			})
+			if took := time.Since(rotated); ttl > 0 && took > ttl+time.Second {
+				t.Errorf("rotation honoured after %v with a TTL of %v", took, ttl)
+			}
+		})
+	}
+}
+
+// countingStore is a real store that counts GetAPIKey calls.
+type countingStore struct {
+	store.Store
+	reads atomic.Int64
+	gate  chan struct{} // when non-nil, reads wait for it
+}
+
+func (s *countingStore) GetAPIKey(ctx context.Context, id string) (*links.APIKey, error) {
+	s.reads.Add(1)
+	if s.gate != nil {
+		<-s.gate
+	}
+	return s.Store.GetAPIKey(ctx, id)
+}
+
+// TestAuthenticatorReusesRows: within the TTL a valid key, a wrong secret
+// for a known id, an unknown id and any token not in the lg_ shape each cost
+// one store read, however often presented; concurrent first reads of one
+// id share a read; store failures are not remembered.
+func TestAuthenticatorReusesRows(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
-	a := NewAuthenticator(st)
-	if err := Bootstrap(ctx, st, "first-admin-key-123456"); err != nil {
+	st := &countingStore{Store: openStore(t)}
+	token, err := Create(ctx, st, "client", false)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if k, err := a.Authenticate(ctx, "first-admin-key-123456"); err != nil || !k.Admin {
-		t.Fatalf("bootstrap key refused: %v", err)
-	}
-	if err := Bootstrap(ctx, st, "second-admin-key-123456"); err != nil {
+	if err := Bootstrap(ctx, st, "the-admin-key-123456"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Authenticate(ctx, "first-admin-key-123456"); links.ErrorCode(err) != links.EUNAUTHORIZED {
-		t.Fatalf("rotated-out bootstrap key still accepted: %v", err)
+	a, err := NewAuthenticator(st, Config{TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := a.Authenticate(ctx, "second-admin-key-123456"); err != nil {
-		t.Fatalf("new bootstrap key refused: %v", err)
+	wrongSecret := token[:len(token)-4] + "zzzz"
+	unknownID := "lg_" + strings.Repeat("x", idLen) + token[3+idLen:]
+	for _, tc := range []struct {
+		name, token string
+		ok          bool
+	}{
+		{"valid", token, true}, {"wrong secret", wrongSecret, false}, {"unknown id", unknownID, false},
+		{"bootstrap", "the-admin-key-123456", true}, {"not lg_ shaped", "garbage-token", false},
+	} {
+		before := st.reads.Load()
+		for range 50 {
+			_, err := a.Authenticate(ctx, tc.token)
+			if (err == nil) != tc.ok || (err != nil && links.ErrorCode(err) != links.EUNAUTHORIZED) {
+				t.Fatalf("%s: %v, want ok=%v", tc.name, err, tc.ok)
+			}
+		}
+		// The wrong secret shares the valid key's row, garbage the bootstrap row.
+		want := int64(1)
+		if tc.name == "wrong secret" || tc.name == "not lg_ shaped" {
+			want = 0
+		}
+		if n := st.reads.Load() - before; n != want {
+			t.Errorf("%s presented 50 times: %d store reads, want %d", tc.name, n, want)
+		}
+	}
+
+	// Concurrent first reads of one id share one store call.
+	other, err := Create(ctx, st, "other", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.gate = make(chan struct{})
+	before := st.reads.Load()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if _, err := a.Authenticate(ctx, other); err != nil {
+				t.Errorf("concurrent: %v", err)
+			}
+		})
+	}
+	testenv.WaitFor(t, 5*time.Second, "the first read waiting", func() bool { return st.reads.Load() > before })
+	close(st.gate)
+	wg.Wait()
+	st.gate = nil
+	if n := st.reads.Load() - before; n > 2 {
+		t.Errorf("20 concurrent first uses of a key: %d store reads, want them shared", n)
+	}
+
+	// A store failure is returned, not remembered as "no such key".
+	closed := &countingStore{Store: openStore(t)}
+	b, err := NewAuthenticator(closed, Config{TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Store.Close()
+	if _, err := b.Authenticate(ctx, token); err == nil || links.ErrorCode(err) == links.EUNAUTHORIZED {
+		t.Fatalf("store closed: %v, want the store's error", err)
+	}
+	if _, err := b.Authenticate(ctx, token); err == nil || links.ErrorCode(err) == links.EUNAUTHORIZED || closed.reads.Load() != 2 {
+		t.Fatalf("store closed, second try: %v after %d reads; want the store asked again", err, closed.reads.Load())
 	}
 }
 
