@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"strconv"
-	"sync/atomic"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
@@ -27,11 +26,13 @@ func validRequestID(s string) bool {
 	return true
 }
 
-// requestIDs generates IDs as a random per-process prefix plus a counter:
-// unique across instances without reading crypto/rand on every request.
+// requestIDs generates IDs from a random per-process prefix, fasthttp's
+// number for the connection and the request's number on it
+// ("<prefix>-<conn>.<req>", both base 36): unique across instances and
+// requests without reading crypto/rand, and without a counter shared by
+// every request (the cores would pass its cache line back and forth).
 type requestIDs struct {
 	prefix string
-	n      atomic.Uint64
 }
 
 func newRequestIDs() *requestIDs {
@@ -40,9 +41,12 @@ func newRequestIDs() *requestIDs {
 	return &requestIDs{prefix: hex.EncodeToString(b[:]) + "-"}
 }
 
-func (g *requestIDs) next() string {
-	var buf [32]byte // prefix (13) and a base-36 uint64 (at most 13)
-	return string(strconv.AppendUint(append(buf[:0], g.prefix...), g.n.Add(1), 36))
+// next is the ID of request number req on connection conn.
+func (g *requestIDs) next(conn, req uint64) string {
+	var buf [40]byte // prefix (13), two base-36 uint64s (13 each) and a dot
+	b := strconv.AppendUint(append(buf[:0], g.prefix...), conn, 36)
+	b = append(b, '.')
+	return string(strconv.AppendUint(b, req, 36))
 }
 
 // requestLog takes the request ID from a valid X-Request-ID or makes one,
@@ -57,7 +61,7 @@ func requestLog(log *accessLog, errorHandler fiber.ErrorHandler) fiber.Handler {
 		if validRequestID(id) {
 			id = utils.CopyString(id)
 		} else {
-			id = ids.next()
+			id = ids.next(c.Context().ConnID(), c.Context().ConnRequestNum())
 		}
 		c.Locals(handlers.RequestIDKey, id)
 		c.Set(fiber.HeaderXRequestID, id)

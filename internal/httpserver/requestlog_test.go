@@ -1,9 +1,13 @@
 package httpserver
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -42,5 +46,44 @@ func TestRequestLogTimesTheHandler(t *testing.T) {
 	}
 	if got := time.Duration(line.DurationMS * float64(time.Millisecond)); got < work || got > 10*time.Second {
 		t.Fatalf("duration_ms %v for a handler that took at least %v", line.DurationMS, work)
+	}
+}
+
+// TestGeneratedRequestIDsAreUnique: IDs made for requests without a valid
+// X-Request-ID differ across connections and across the requests of one
+// keep-alive connection, and pass the check applied to client IDs.
+func TestGeneratedRequestIDsAreUnique(t *testing.T) {
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Use(requestLog(newAccessLog(nil, levelLogger(slog.LevelInfo)), fiber.DefaultErrorHandler))
+	app.Get("/", func(c *fiber.Ctx) error { return c.SendStatus(fiber.StatusNoContent) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	defer func() { _ = app.Shutdown() }()
+
+	seen := map[string]bool{}
+	for range 4 {
+		conn, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(conn)
+		for range 5 {
+			fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: t\r\nX-Request-ID: bad id\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			id := resp.Header.Get(fiber.HeaderXRequestID)
+			if !validRequestID(id) || seen[id] {
+				t.Fatalf("generated ID %q: valid %v, seen before %v (%v)", id, validRequestID(id), seen[id], seen)
+			}
+			seen[id] = true
+		}
+		conn.Close()
 	}
 }
