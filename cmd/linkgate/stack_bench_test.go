@@ -171,6 +171,7 @@ func driveRedirects(b *testing.B, handler fasthttp.RequestHandler) {
 	for i, uri := range uris {
 		rc.Request.Reset()
 		rc.Response.Reset()
+		rc.Request.Header.SetMethod(fasthttp.MethodGet)
 		rc.Request.SetRequestURI(uri)
 		handler(rc)
 		if rc.Response.StatusCode() != fiber.StatusFound || string(rc.Response.Header.Peek(fiber.HeaderLocation)) != stackURL(i) {
@@ -186,6 +187,10 @@ func driveRedirects(b *testing.B, handler fasthttp.RequestHandler) {
 		for pb.Next() {
 			rc.Request.Reset()
 			rc.Response.Reset()
+			// Set, as a parsed request has it: without one, every Method()
+			// call makes a new []byte("GET") (1 of the baseline's 1 allocation
+			// per request and ~40% of the stack's allocations).
+			rc.Request.Header.SetMethod(fasthttp.MethodGet)
 			rc.Request.Header.SetHost("127.0.0.1:8080")
 			rc.Request.SetRequestURI(uris[i%stackCodes])
 			handler(rc)

@@ -12,7 +12,6 @@ import (
 const (
 	apiKeyLocal  = "linkgate.apikey"
 	authErrLocal = "linkgate.auth_error"
-	RequestIDKey = "linkgate.request_id"
 )
 
 // APIKey returns the key the request authenticated with, or nil.

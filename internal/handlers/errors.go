@@ -86,11 +86,12 @@ func isSeedRoute(c *fiber.Ctx) bool {
 // ErrorHandler is the Fiber error handler: every error becomes a problem+json
 // response (or the seed routes' {"erro"} body, or a small HTML page for a
 // browser that followed a dead short link). Only 5xx errors are logged, with
-// the request ID.
+// the request ID (the X-Request-ID response header, set by the request log
+// before the handlers run).
 func (h *Handlers) ErrorHandler(c *fiber.Ctx, err error) error {
 	p := Problem(err)
 	if p.Status >= 500 {
-		h.cfg.Logger.Error("request failed", "request_id", c.Locals(RequestIDKey), "method", c.Method(),
+		h.cfg.Logger.Error("request failed", "request_id", string(c.Response().Header.Peek(fiber.HeaderXRequestID)), "method", c.Method(),
 			"path", c.Path(), "err", err)
 	}
 	c.Status(p.Status)

@@ -7,8 +7,6 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
-
-	"github.com/linkgate/linkgate/internal/handlers"
 )
 
 // validRequestID accepts client-chosen IDs of 1-128 characters from a safe
@@ -63,8 +61,7 @@ func requestLog(log *accessLog, errorHandler fiber.ErrorHandler) fiber.Handler {
 		} else {
 			id = ids.next(c.Context().ConnID(), c.Context().ConnRequestNum())
 		}
-		c.Locals(handlers.RequestIDKey, id)
-		c.Set(fiber.HeaderXRequestID, id)
+		c.Set(fiber.HeaderXRequestID, id) // also where the error handler reads it
 		var herr error
 		if err := c.Next(); err != nil {
 			herr = errorHandler(c, err) // Fiber answers 500 if this fails too

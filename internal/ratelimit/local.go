@@ -136,8 +136,12 @@ func (l *LocalLimiter) Allow(_ context.Context, p Policy, key string, cost int64
 			if len(s.m) >= l.maxShard {
 				s.sweep(now, t.pr, l.maxShard)
 			}
-			// The key may be a view into a reused request buffer.
-			s.m[strings.Clone(key)] = &nb
+			// The key may be a view into a reused request buffer. A new
+			// bucket of its own, so that nb stays on the stack for the
+			// decisions on known keys.
+			stored := new(bucket)
+			*stored = nb
+			s.m[strings.Clone(key)] = stored
 		}
 	}
 	s.mu.Unlock()

@@ -235,3 +235,23 @@ func TestLocalCopiesKey(t *testing.T) {
 		t.Fatalf("10.0.0.1 second request: %+v, want allowed with 0 remaining (its bucket kept its key)", d)
 	}
 }
+
+// TestLocalKnownKeyDoesNotAllocate: a decision on a key already held
+// allocates nothing (the bucket of a new key is the only allocation; a
+// redirect makes one decision, so this is one allocation per request).
+func TestLocalKnownKeyDoesNotAllocate(t *testing.T) {
+	l := NewLocalLimiter(LocalConfig{})
+	p := mustPolicy(t, "redirect", "100000000/1s:100000000")
+	ctx := context.Background()
+	if _, err := l.Allow(ctx, p, "ip:192.0.2.1", 1); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		if d, err := l.Allow(ctx, p, "ip:192.0.2.1", 1); err != nil || !d.Allowed {
+			t.Fatalf("%+v, %v", d, err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per decision on a known key, want 0", allocs)
+	}
+}
