@@ -19,6 +19,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/linkgate/linkgate/internal/clicks"
 	"github.com/linkgate/linkgate/internal/config"
 )
 
@@ -311,9 +312,10 @@ func TestComposeAppSettings(t *testing.T) {
 		if !trusted {
 			t.Errorf("%s trusts %v, not nginx at %s", app, cfg.TrustedProxies, nginxIP)
 		}
-		if s.StopGracePeriod == nil || time.Duration(*s.StopGracePeriod) <= cfg.ShutdownDelay+cfg.DrainTimeout+cfg.StoreTimeout {
-			t.Errorf("%s stop_grace_period %v must exceed shutdown delay %v + drain timeout %v + store timeout %v (the grace of requests still running)",
-				app, s.StopGracePeriod, cfg.ShutdownDelay, cfg.DrainTimeout, cfg.StoreTimeout)
+		// The grace of requests still running (store timeout), then the final click flush.
+		if need := cfg.ShutdownDelay + cfg.DrainTimeout + cfg.StoreTimeout + clicks.DefaultFlushTimeout; s.StopGracePeriod == nil || time.Duration(*s.StopGracePeriod) <= need {
+			t.Errorf("%s stop_grace_period %v must exceed shutdown delay %v + drain timeout %v + store timeout %v + click flush %v",
+				app, s.StopGracePeriod, cfg.ShutdownDelay, cfg.DrainTimeout, cfg.StoreTimeout, clicks.DefaultFlushTimeout)
 		}
 		if !s.ReadOnly || !slices.Contains(s.CapDrop, "ALL") {
 			t.Errorf("%s: want read_only and cap_drop [ALL]", app)

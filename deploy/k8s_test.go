@@ -19,6 +19,8 @@ import (
 	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/linkgate/linkgate/internal/clicks"
 )
 
 // serviceMonitor is the part of monitoring.coreos.com/v1 ServiceMonitor the
@@ -247,14 +249,15 @@ func checkManifests(t *testing.T, r rendered) {
 			t.Error("preStop sleep of zero seconds")
 		}
 	}
-	need := preStop + cfg.ShutdownDelay + cfg.DrainTimeout + cfg.StoreTimeout // the last: the grace of requests still running
+	// Then the grace of requests still running, then the final click flush.
+	need := preStop + cfg.ShutdownDelay + cfg.DrainTimeout + cfg.StoreTimeout + clicks.DefaultFlushTimeout
 	var grace time.Duration
 	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
 		grace = time.Duration(*g) * time.Second
 	}
 	if grace <= 25*time.Second || grace <= need {
-		t.Errorf("terminationGracePeriodSeconds %v must exceed 25s and preStop %v + shutdown delay %v + drain %v + store timeout %v = %v",
-			grace, preStop, cfg.ShutdownDelay, cfg.DrainTimeout, cfg.StoreTimeout, need)
+		t.Errorf("terminationGracePeriodSeconds %v must exceed 25s and preStop %v + shutdown delay %v + drain %v + store timeout %v + click flush %v = %v",
+			grace, preStop, cfg.ShutdownDelay, cfg.DrainTimeout, cfg.StoreTimeout, clicks.DefaultFlushTimeout, need)
 	}
 
 	// Resources.

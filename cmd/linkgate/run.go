@@ -95,7 +95,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			<-t.C
 		}
 		drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
-		if err := app.ShutdownWithContext(drainCtx); err != nil {
+		err := app.ShutdownWithContext(drainCtx)
+		// From here on a request reaching the handlers (a connection still
+		// reading one when the drain timed out) is refused with 503.
+		w.inflight.Stop()
+		if err != nil {
 			// Requests still running count clicks and use the store, which
 			// are flushed and closed next: give them up to the store timeout
 			// (the longest a handler waits on one call) to end.

@@ -159,14 +159,17 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*links.
 // row returns the stored key id, or nil when there is none, from the cache
 // while fresh. Concurrent misses on one id share one store read, made
 // without the first caller's cancellation (the store bounds its calls), so
-// that one caller going away does not fail the others.
+// that one caller going away does not fail the others; each caller still
+// stops waiting when its own ctx ends. A row is kept for TTL from when its
+// read began, so no answer is older than TTL.
 func (a *Authenticator) row(ctx context.Context, id string) (*links.APIKey, error) {
 	if a.rows != nil {
 		if r, ok := a.rows.Get(id); ok && time.Now().Before(r.expires) {
 			return r.key, nil
 		}
 	}
-	v, err, _ := a.reads.Do(id, func() (any, error) {
+	shared := a.reads.DoChan(id, func() (any, error) {
+		began := time.Now()
 		k, err := a.store.GetAPIKey(context.WithoutCancel(ctx), id)
 		if links.ErrorCode(err) == links.ENOTFOUND {
 			k, err = nil, nil
@@ -175,12 +178,17 @@ func (a *Authenticator) row(ctx context.Context, id string) (*links.APIKey, erro
 			return nil, err
 		}
 		if a.rows != nil {
-			a.rows.Add(id, cachedRow{key: k, expires: time.Now().Add(a.ttl)})
+			a.rows.Add(id, cachedRow{key: k, expires: began.Add(a.ttl)})
 		}
 		return k, nil
 	})
-	if err != nil {
-		return nil, err
+	select {
+	case r := <-shared:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*links.APIKey), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return v.(*links.APIKey), nil
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/linkgate/linkgate/internal/links"
@@ -61,10 +62,12 @@ func TestCreateAndAuthenticate(t *testing.T) {
 	}
 }
 
-// TestBootstrapKeyRotates: a replaced bootstrap key is refused, at once
-// without the row cache and within its TTL with it.
+// TestBootstrapKeyRotates: a replaced bootstrap key is refused at once
+// without the row cache; with it, the row read before the rotation answers
+// until its TTL has passed (old key still accepted, new one not yet), and
+// then the rotation is honoured.
 func TestBootstrapKeyRotates(t *testing.T) {
-	for _, ttl := range []time.Duration{-1, 100 * time.Millisecond} {
+	for _, ttl := range []time.Duration{-1, time.Hour, 100 * time.Millisecond} {
 		t.Run(fmt.Sprintf("ttl=%v", ttl), func(t *testing.T) {
 			ctx := context.Background()
 			st := openStore(t)
@@ -82,17 +85,26 @@ func TestBootstrapKeyRotates(t *testing.T) {
 				t.Fatal(err)
 			}
 			rotated := time.Now()
-			if ttl < 0 {
-				if _, err := a.Authenticate(ctx, "first-admin-key-123456"); links.ErrorCode(err) != links.EUNAUTHORIZED {
-					t.Fatalf("rotated-out bootstrap key still accepted: %v", err)
+			_, errOld := a.Authenticate(ctx, "first-admin-key-123456")
+			_, errNew := a.Authenticate(ctx, "second-admin-key-123456")
+			switch {
+			case ttl < 0:
+				if links.ErrorCode(errOld) != links.EUNAUTHORIZED || errNew != nil {
+					t.Fatalf("without the cache, right after the rotation: old key %v, new key %v; want refused, accepted", errOld, errNew)
 				}
+				return
+			case ttl == time.Hour:
+				if errOld != nil || links.ErrorCode(errNew) != links.EUNAUTHORIZED {
+					t.Fatalf("within the TTL: old key %v, new key %v; want the cached row's answers (accepted, refused)", errOld, errNew)
+				}
+				return
 			}
 			testenv.WaitFor(t, 5*time.Second, "the old key refused and the new one accepted", func() bool {
 				_, errOld := a.Authenticate(ctx, "first-admin-key-123456")
 				_, errNew := a.Authenticate(ctx, "second-admin-key-123456")
 				return links.ErrorCode(errOld) == links.EUNAUTHORIZED && errNew == nil
 			})
-			if took := time.Since(rotated); ttl > 0 && took > ttl+time.Second {
+			if took := time.Since(rotated); took > ttl+time.Second {
 				t.Errorf("rotation honoured after %v with a TTL of %v", took, ttl)
 			}
 		})
@@ -158,28 +170,35 @@ func TestAuthenticatorReusesRows(t *testing.T) {
 		}
 	}
 
-	// Concurrent first reads of one id share one store call.
+	// Concurrent first reads of one id share one store call: all 20 are
+	// waiting (synctest) while the first read is held, and then 1 read
+	// serves them (without sharing, each would be in the store: 20).
 	other, err := Create(ctx, st, "other", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.gate = make(chan struct{})
-	before := st.reads.Load()
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Go(func() {
-			if _, err := a.Authenticate(ctx, other); err != nil {
-				t.Errorf("concurrent: %v", err)
-			}
-		})
-	}
-	testenv.WaitFor(t, 5*time.Second, "the first read waiting", func() bool { return st.reads.Load() > before })
-	close(st.gate)
-	wg.Wait()
-	st.gate = nil
-	if n := st.reads.Load() - before; n > 2 {
-		t.Errorf("20 concurrent first uses of a key: %d store reads, want them shared", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		st.gate = make(chan struct{})
+		defer func() { st.gate = nil }()
+		before := st.reads.Load()
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Go(func() {
+				if _, err := a.Authenticate(ctx, other); err != nil {
+					t.Errorf("concurrent: %v", err)
+				}
+			})
+		}
+		synctest.Wait() // every caller is blocked: one in the store, 19 on its result
+		if n := st.reads.Load() - before; n != 1 {
+			t.Fatalf("20 concurrent first uses of a key: %d store reads in flight, want 1 shared", n)
+		}
+		close(st.gate)
+		wg.Wait()
+		if n := st.reads.Load() - before; n != 1 {
+			t.Errorf("20 concurrent first uses of a key: %d store reads, want 1", n)
+		}
+	})
 
 	// A store failure is returned, not remembered as "no such key".
 	closed := &countingStore{Store: openStore(t)}

@@ -21,13 +21,17 @@ type Sink interface {
 	AddClicks(ctx context.Context, counts map[string]int64) error
 }
 
+// DefaultFlushTimeout bounds one flush unless Config says otherwise; the
+// final flush at shutdown takes up to this long too.
+const DefaultFlushTimeout = 5 * time.Second
+
 // Config configures a Counter.
 type Config struct {
 	// Sink is where counts are written. Required.
 	Sink Sink
 	// Interval between flushes. Default 1s.
 	Interval time.Duration
-	// FlushTimeout bounds one flush. Default 5s.
+	// FlushTimeout bounds one flush. Default DefaultFlushTimeout.
 	FlushTimeout time.Duration
 	// Logger for flush failures. Default: discard.
 	Logger *slog.Logger
@@ -41,7 +45,7 @@ func (c *Config) defaults() error {
 		c.Interval = time.Second
 	}
 	if c.FlushTimeout <= 0 {
-		c.FlushTimeout = 5 * time.Second
+		c.FlushTimeout = DefaultFlushTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -14,12 +14,22 @@ const inflightStripes = 16
 // connection, so that the cores do not pass one counter's line back and
 // forth on every request. The zero value is ready to use; safe for
 // concurrent use.
+//
+// After Stop, a request that reaches the handlers is answered 503 at once:
+// fasthttp lets connections still reading a request (a slow upload) go on
+// after its drain timeout, and their handlers must not meet the store and
+// the click counter closed. Such a request counts while it is refused, so
+// Running after Stop covers every request that could touch them.
 type Inflight struct {
 	stripes [inflightStripes]struct {
 		n atomic.Int64
 		_ [56]byte
 	}
+	stopped atomic.Bool
 }
+
+// Stop makes later requests answer 503 instead of running.
+func (f *Inflight) Stop() { f.stopped.Store(true) }
 
 // stripe is the counter of requests on connection conn.
 func (f *Inflight) stripe(conn uint64) *atomic.Int64 {

@@ -11,12 +11,14 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/linkgate/linkgate/internal/health"
+	"github.com/linkgate/linkgate/internal/links"
 	"github.com/linkgate/linkgate/internal/testenv"
 )
 
 // TestInflightAndCloseWhileDraining: a request counts as running while it
 // is in the handlers and not after; a request that began before the drain
-// and ends after it closes its keep-alive connection.
+// and ends after it closes its keep-alive connection; after Stop a request
+// is refused with 503 and Connection: close without reaching the handler.
 func TestInflightAndCloseWhileDraining(t *testing.T) {
 	h, err := health.New(health.Config{})
 	if err != nil {
@@ -25,7 +27,12 @@ func TestInflightAndCloseWhileDraining(t *testing.T) {
 	var inflight Inflight
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
-	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, ErrorHandler: func(c *fiber.Ctx, err error) error {
+		if links.ErrorCode(err) == links.EUNAVAILABLE {
+			return c.SendStatus(fiber.StatusServiceUnavailable)
+		}
+		return fiber.DefaultErrorHandler(c, err)
+	}})
 	app.Use(closeWhileDraining(h, &inflight))
 	app.Get("/block", func(c *fiber.Ctx) error {
 		entered <- struct{}{}
@@ -62,4 +69,29 @@ func TestInflightAndCloseWhileDraining(t *testing.T) {
 			resp.StatusCode, resp.Header.Get("Connection"))
 	}
 	testenv.WaitFor(t, 5*time.Second, "no request running", func() bool { return inflight.Running() == 0 })
+
+	inflight.Stop()
+	conn2, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	_ = conn2.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(conn2, "GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
+	resp, err = http.ReadResponse(bufio.NewReader(conn2), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != fiber.StatusServiceUnavailable || !resp.Close {
+		t.Fatalf("request after Stop: %d, Connection %q; want 503 with Connection: close", resp.StatusCode, resp.Header.Get("Connection"))
+	}
+	select {
+	case <-entered:
+		t.Fatal("the handler ran after Stop")
+	default:
+	}
+	if n := inflight.Running(); n != 0 {
+		t.Fatalf("after the refused request: Running() = %d", n)
+	}
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/linkgate/linkgate/internal/handlers"
 	"github.com/linkgate/linkgate/internal/health"
+	"github.com/linkgate/linkgate/internal/links"
 )
 
 // Config configures the app.
@@ -192,7 +193,8 @@ func guardUnknownMethods(app *fiber.App) {
 // only holds until its drain timeout passes).
 //
 // It also counts the requests it runs in inflight (a fresh Inflight when
-// nil).
+// nil), and refuses them with 503 once inflight is stopped. The count comes
+// before the check, so a request that passes the check is always counted.
 func closeWhileDraining(h *health.Health, inflight *Inflight) fiber.Handler {
 	if inflight == nil {
 		inflight = new(Inflight)
@@ -201,6 +203,10 @@ func closeWhileDraining(h *health.Health, inflight *Inflight) fiber.Handler {
 		n := inflight.stripe(c.Context().ConnID())
 		n.Add(1)
 		defer n.Add(-1)
+		if inflight.stopped.Load() {
+			c.Context().SetConnectionClose()
+			return links.Errorf(links.EUNAVAILABLE, "The server is shutting down.")
+		}
 		err := c.Next()
 		if h.Draining() {
 			c.Context().SetConnectionClose()

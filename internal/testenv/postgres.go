@@ -247,7 +247,7 @@ func LockWaiters(tb testing.TB, databaseURL, table string) int {
 	}
 	defer conn.Close(ctx)
 	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = to_regclass($1)", table).Scan(&n); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = to_regclass($1) AND database = (SELECT oid FROM pg_database WHERE datname = current_database())", table).Scan(&n); err != nil {
 		tb.Fatalf("lock waiters on %s: %v", table, err)
 	}
 	return n
