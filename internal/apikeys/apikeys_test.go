@@ -206,7 +206,7 @@ func TestAuthenticatorReusesRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed.Store.Close()
+	closed.Close()
 	if _, err := b.Authenticate(ctx, token); err == nil || links.ErrorCode(err) == links.EUNAUTHORIZED {
 		t.Fatalf("store closed: %v, want the store's error", err)
 	}
