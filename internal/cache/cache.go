@@ -562,34 +562,24 @@ func (c *Cache) drainInvalidations(b *invBatch) {
 }
 
 // runInvalidations runs the invalidation script once per code, in one
-// round trip, within RedisTimeout, and returns one error per code: an
-// EVALSHA for one code, a pipeline for several (both EVAL after NOSCRIPT).
+// round trip (a pipeline of EVALSHA, EVAL after NOSCRIPT), within
+// RedisTimeout, and returns one error per code.
 func (c *Cache) runInvalidations(ctx context.Context, codes []string) []error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RedisTimeout)
 	defer cancel()
-	errs := make([]error, len(codes))
-	if len(codes) == 1 {
-		errs[0] = c.invalidate.Run(ctx, c.cfg.Redis, c.invalidateKeys(codes[0]), c.invalidateArgs(codes[0])...).Err()
-	} else {
-		calls := make([]redisscript.Call, len(codes))
-		for i, code := range codes {
-			calls[i] = redisscript.Call{Keys: c.invalidateKeys(code), Args: c.invalidateArgs(code)}
-		}
-		redisscript.Pipelined(ctx, c.cfg.Redis, c.invalidate, calls, func(i int, cmd *redis.Cmd) { errs[i] = cmd.Err() })
+	calls := make([]redisscript.Call, len(codes))
+	for i, code := range codes {
+		calls[i] = redisscript.Call{Keys: []string{c.linkKey(code), c.genKey(code)}, Args: []any{c.genTTLms, c.cfg.Channel, code}}
 	}
-	for i, err := range errs {
-		if err != nil {
+	errs := make([]error, len(codes))
+	redisscript.Pipelined(ctx, c.cfg.Redis, c.invalidate, calls, func(i int, cmd *redis.Cmd) {
+		if err := cmd.Err(); err != nil {
 			errs[i] = fmt.Errorf("delete and publish: %w", err)
 			c.redisError("invalidate", errs[i])
 		}
-	}
+	})
 	return errs
 }
-
-func (c *Cache) invalidateKeys(code string) []string {
-	return []string{c.linkKey(code), c.genKey(code)}
-}
-func (c *Cache) invalidateArgs(code string) []any { return []any{c.genTTLms, c.cfg.Channel, code} }
 
 // pendingMark returns the sequence of the latest failed invalidation. A
 // successful invalidation that starts after it covers every failure up to it.

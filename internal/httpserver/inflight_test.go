@@ -1,10 +1,7 @@
 package httpserver
 
 import (
-	"bufio"
 	"fmt"
-	"net"
-	"net/http"
 	"testing"
 	"time"
 
@@ -39,19 +36,9 @@ func TestInflightAndCloseWhileDraining(t *testing.T) {
 		<-release
 		return c.SendString("done")
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = app.Listener(ln) }()
-	defer func() { _ = app.Shutdown() }()
+	addr := serve(t, app)
 
-	conn, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn, br := dial(t, addr)
 	fmt.Fprint(conn, "GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
 	<-entered
 	if n := inflight.Running(); n != 1 {
@@ -59,11 +46,7 @@ func TestInflightAndCloseWhileDraining(t *testing.T) {
 	}
 	h.Drain()
 	close(release)
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := readResponse(t, br)
 	if resp.StatusCode != 200 || !resp.Close {
 		t.Fatalf("request that began before the drain: %d, Connection %q; want 200 with Connection: close",
 			resp.StatusCode, resp.Header.Get("Connection"))
@@ -71,18 +54,9 @@ func TestInflightAndCloseWhileDraining(t *testing.T) {
 	testenv.WaitFor(t, 5*time.Second, "no request running", func() bool { return inflight.Running() == 0 })
 
 	inflight.Stop()
-	conn2, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn2.Close()
-	_ = conn2.SetDeadline(time.Now().Add(10 * time.Second))
+	conn2, br2 := dial(t, addr)
 	fmt.Fprint(conn2, "GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
-	resp, err = http.ReadResponse(bufio.NewReader(conn2), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp = readResponse(t, br2)
 	if resp.StatusCode != fiber.StatusServiceUnavailable || !resp.Close {
 		t.Fatalf("request after Stop: %d, Connection %q; want 503 with Connection: close", resp.StatusCode, resp.Header.Get("Connection"))
 	}

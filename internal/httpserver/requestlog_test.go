@@ -1,13 +1,10 @@
 package httpserver
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -56,29 +53,14 @@ func TestGeneratedRequestIDsAreUnique(t *testing.T) {
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
 	app.Use(requestLog(newAccessLog(nil, levelLogger(slog.LevelInfo)), fiber.DefaultErrorHandler))
 	app.Get("/", func(c *fiber.Ctx) error { return c.SendStatus(fiber.StatusNoContent) })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = app.Listener(ln) }()
-	defer func() { _ = app.Shutdown() }()
+	addr := serve(t, app)
 
 	seen := map[string]bool{}
 	for range 4 {
-		conn, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-		br := bufio.NewReader(conn)
+		conn, br := dial(t, addr)
 		for range 5 {
 			fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: t\r\nX-Request-ID: bad id\r\n\r\n")
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			id := resp.Header.Get(fiber.HeaderXRequestID)
+			id := readResponse(t, br).Header.Get(fiber.HeaderXRequestID)
 			if !validRequestID(id) || seen[id] {
 				t.Fatalf("generated ID %q: valid %v, seen before %v (%v)", id, validRequestID(id), seen[id], seen)
 			}

@@ -237,8 +237,8 @@ func TestLocalCopiesKey(t *testing.T) {
 }
 
 // TestLocalKnownKeyDoesNotAllocate: a decision on a key already held
-// allocates nothing (the bucket of a new key is the only allocation; a
-// redirect makes one decision, so this is one allocation per request).
+// allocates nothing; only a new key's bucket is allocated. (The bucket used
+// to escape on every decision: one allocation per redirect.)
 func TestLocalKnownKeyDoesNotAllocate(t *testing.T) {
 	l := NewLocalLimiter(LocalConfig{})
 	p := mustPolicy(t, "redirect", "100000000/1s:100000000")
