@@ -3,7 +3,9 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/linkgate/linkgate/internal/testenv"
@@ -39,6 +41,36 @@ func TestDeadlines(t *testing.T) {
 		if ctx2.Err() != nil {
 			t.Fatalf("context after an expired one: %v", ctx2.Err())
 		}
+	})
+
+	t.Run("shared deadline is fixed at first use", func(t *testing.T) {
+		// In a synctest bubble the clock only moves when every goroutine
+		// waits, so the times below are exact.
+		synctest.Test(t, func(t *testing.T) {
+			d := &deadlines{timeout: timeout}
+			ctx, cancel := d.withDeadline(context.Background())
+			defer cancel()
+			time.Sleep(time.Second) // the bubble's clock: a second passes at once
+			asked := time.Now()
+			var wg sync.WaitGroup
+			deadlines := make([]time.Time, 8)
+			for i := range deadlines {
+				wg.Go(func() { deadlines[i], _ = ctx.Deadline() })
+			}
+			wg.Wait()
+			for _, dl := range deadlines {
+				if !dl.Equal(asked.Add(timeout)) {
+					t.Fatalf("deadlines %v, want all %v: timeout from the first use, not from creation", deadlines, asked.Add(timeout))
+				}
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("context done %v before its deadline", ctx.Err())
+			}
+			<-ctx.Done()
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) || !time.Now().Equal(asked.Add(timeout)) {
+				t.Fatalf("ended with %v at +%v, want DeadlineExceeded at +%v", ctx.Err(), time.Since(asked), timeout)
+			}
+		})
 	})
 
 	t.Run("cancellable parent", func(t *testing.T) {

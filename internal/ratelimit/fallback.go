@@ -31,7 +31,7 @@ type FallbackConfig struct {
 	// letting one probe decision through; a successful probe closes it, a
 	// failed one re-opens it. Default: 1s.
 	OpenTimeout time.Duration
-	// Now is the clock of the local buckets. Default: time.Now. (The Redis
+	// Now is the clock of the local buckets (LocalConfig.Now). (The Redis
 	// script never sees it: it reads Redis's own clock.)
 	Now func() time.Time
 	// LocalMaxKeys bounds the local buckets per policy (LocalConfig.MaxKeys).

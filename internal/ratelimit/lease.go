@@ -34,8 +34,8 @@ type LeaseConfig struct {
 	// MaxKeys bounds the keys (policy and client key pairs) remembered.
 	// Forgetting one drops its unused leased tokens. Default: 100000.
 	MaxKeys int
-	// Now is the clock; only durations are taken from it (monotonic with
-	// time.Now). Default: time.Now.
+	// Now is the clock; only durations are taken from it. Default: the
+	// monotonic clock.
 	Now func() time.Time
 }
 
@@ -106,8 +106,7 @@ type Leaser struct {
 	size     int64
 	maxQueue int
 	maxAge   int64 // nanoseconds
-	now      func() time.Time
-	epoch    time.Time
+	clk      elapsed
 	maxShard int
 	seed     maphash.Seed
 	waiters  sync.Pool // *leaseWaiter
@@ -129,7 +128,7 @@ type leaseKey struct {
 }
 
 // leaseEntry is the state of one policy and key. Times are nanoseconds
-// since Leaser.epoch.
+// since the Leaser was made.
 type leaseEntry struct {
 	tokens    int64          // leased tokens not yet handed out
 	expires   int64          // when they are dropped
@@ -183,16 +182,12 @@ func NewLeaser(cfg LeaseConfig) (*Leaser, error) {
 	if cfg.MaxKeys <= 0 {
 		cfg.MaxKeys = 100_000
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	l := &Leaser{
 		next:     cfg.Next,
 		size:     cfg.Size,
 		maxQueue: int(min(cfg.Size, 1<<20)) * leaseQueueLeases,
 		maxAge:   int64(cfg.MaxAge),
-		now:      cfg.Now,
-		epoch:    cfg.Now(),
+		clk:      newElapsed(cfg.Now),
 		maxShard: max(1, cfg.MaxKeys/localShards),
 		seed:     maphash.MakeSeed(),
 	}
@@ -206,8 +201,8 @@ func NewLeaser(cfg LeaseConfig) (*Leaser, error) {
 	return l, nil
 }
 
-// clock is the time in nanoseconds since l.epoch.
-func (l *Leaser) clock() int64 { return int64(l.now().Sub(l.epoch)) }
+// clock is the time in nanoseconds since the Leaser was made.
+func (l *Leaser) clock() int64 { return l.clk.nanos() }
 
 // Allow implements Decider.
 func (l *Leaser) Allow(ctx context.Context, p Policy, key string, cost int64) (Decision, error) {

@@ -823,3 +823,46 @@ func TestLeaserCopiesKey(t *testing.T) {
 		t.Fatalf("10.0.0.1 second request: %+v, want a leased token (its lease kept its key)", d)
 	}
 }
+
+// askCountingCtx counts the calls asking a context whether or when it ends.
+type askCountingCtx struct {
+	context.Context
+	asked atomic.Int64
+}
+
+func (c *askCountingCtx) Deadline() (time.Time, bool) { c.asked.Add(1); return c.Context.Deadline() }
+func (c *askCountingCtx) Done() <-chan struct{}       { c.asked.Add(1); return c.Context.Done() }
+func (c *askCountingCtx) Err() error                  { c.asked.Add(1); return c.Context.Err() }
+
+// A token from a lease is handed out without asking ctx whether or when it
+// ends: that is what lets the middleware's lazy decision deadline skip its
+// clock read on the redirect path.
+func TestLeaserHitLeavesCtxAlone(t *testing.T) {
+	p := mustPolicy(t, "redirect", "1000/1h:1000")
+	next := deciderFunc(func(_ context.Context, p Policy, _ string, cost int64) (Decision, error) {
+		return Decision{Allowed: true, Limit: p.Burst, Remaining: p.Burst - cost, Source: SourceRedis}, nil
+	})
+	l, err := NewLeaser(LeaseConfig{Next: next, Size: 4}) // below aheadMin: never taken ahead
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A new key's first lease is one token; the second is the Size.
+	for i := range 2 {
+		if d := allow(t, l, p, "k", 1); !d.Allowed || d.Source != SourceRedis {
+			t.Fatalf("leading decision %d: %+v, want allowed by Redis", i+1, d)
+		}
+	}
+	ctx := &askCountingCtx{Context: context.Background()}
+	for i := range 3 {
+		if d, err := l.Allow(ctx, p, "k", 1); err != nil || !d.Allowed || d.Source != SourceLease {
+			t.Fatalf("token %d of the lease: %+v, %v; want allowed from the lease", i+2, d, err)
+		}
+	}
+	if n := ctx.asked.Load(); n != 0 {
+		t.Fatalf("answering from the lease asked ctx %d times, want 0", n)
+	}
+	// The lease is spent: the next decision leads a fetch, and may ask.
+	if d, err := l.Allow(ctx, p, "k", 1); err != nil || d.Source != SourceRedis {
+		t.Fatalf("after the lease: %+v, %v; want a Redis decision", d, err)
+	}
+}

@@ -47,7 +47,8 @@ func (b *bucket) full(now int64, pr params) bool { return now-b.ts >= pr.fullIn(
 
 // LocalConfig configures a LocalLimiter.
 type LocalConfig struct {
-	// Now is the clock. Default: time.Now.
+	// Now is the clock; only durations are taken from it, so the buckets
+	// ignore steps of the wall clock. Default: the monotonic clock.
 	Now func() time.Time
 	// MaxKeys bounds the buckets kept per policy. Buckets that have refilled
 	// completely are dropped first (losslessly: a missing bucket is a full
@@ -66,8 +67,8 @@ const localShards = 64
 // LocalConfig.MaxKeys per policy. Safe for concurrent use; decisions for
 // different keys rarely contend (buckets are sharded).
 type LocalLimiter struct {
-	now      func() time.Time
-	maxShard int // buckets per shard before a sweep
+	clk      elapsed // buckets' times are its microseconds
+	maxShard int     // buckets per shard before a sweep
 	seed     maphash.Seed
 
 	// tables is copied on write (a new policy, a few times per process), so
@@ -90,14 +91,11 @@ type localShard struct {
 
 // NewLocalLimiter returns an empty LocalLimiter.
 func NewLocalLimiter(cfg LocalConfig) *LocalLimiter {
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	if cfg.MaxKeys <= 0 {
 		cfg.MaxKeys = 100_000
 	}
 	l := &LocalLimiter{
-		now:      cfg.Now,
+		clk:      newElapsed(cfg.Now),
 		maxShard: max(1, cfg.MaxKeys/localShards),
 		seed:     maphash.MakeSeed(),
 	}
@@ -119,7 +117,7 @@ func (l *LocalLimiter) Allow(_ context.Context, p Policy, key string, cost int64
 		return disabledDecision(), nil
 	}
 	t := l.table(p)
-	now := l.now().UnixMicro()
+	now := l.clk.nanos() / int64(time.Microsecond)
 	s := &t.shards[maphash.String(l.seed, key)%localShards]
 
 	s.mu.Lock()
