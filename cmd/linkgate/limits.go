@@ -9,6 +9,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/linkgate/linkgate/internal/clientip"
 	"github.com/linkgate/linkgate/internal/config"
 	"github.com/linkgate/linkgate/internal/handlers"
 	"github.com/linkgate/linkgate/internal/httpserver"
@@ -65,7 +66,7 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) 
 		}
 		closeAll = func() { batcher.Close(); client.Close() }
 	}
-	key := ratelimit.KeyByAPIKeyOrIP(handlers.APIKeyID)
+	key := ratelimit.KeyByAPIKeyOrIP(handlers.APIKeyID, clientip.New(cfg.TrustedProxies))
 	mw := func(p ratelimit.Policy, d ratelimit.Decider) (fiber.Handler, error) {
 		return ratelimit.New(ratelimit.Config{Policy: p, Decider: d, KeyFunc: key, Timeout: cfg.RedisTimeout, Recorder: rec})
 	}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
+
+	"github.com/linkgate/linkgate/internal/clientip"
 )
 
 // validRequestID accepts client-chosen IDs of 1-128 characters from a safe
@@ -51,7 +53,7 @@ func (g *requestIDs) next(conn, req uint64) string {
 // returns it in the response header, renders any error through errorHandler
 // (so the status logged is the one sent), and writes one JSON access-log line
 // per request.
-func requestLog(log *accessLog, errorHandler fiber.ErrorHandler) fiber.Handler {
+func requestLog(log *accessLog, clientIP clientip.Source, errorHandler fiber.ErrorHandler) fiber.Handler {
 	ids := newRequestIDs()
 	return func(c *fiber.Ctx) error {
 		start := c.Context().Time() // when fasthttp called the handler: no clock read of our own
@@ -68,11 +70,12 @@ func requestLog(log *accessLog, errorHandler fiber.ErrorHandler) fiber.Handler {
 		}
 		if status := c.Response().StatusCode(); log.enabled(status) {
 			e := accessEntry{start: start, requestID: id, method: c.Method(), path: c.Path(),
-				status: status, bytes: len(c.Response().Body()), ip: c.IP()}
+				status: status, bytes: len(c.Response().Body())}
 			if r := c.Route(); r != nil {
 				e.route = r.Path
 			}
-			log.write(&e)
+			var ip [64]byte // an IPv6 address with a zone fits
+			log.write(&e, clientIP.Append(ip[:0], c))
 		}
 		return herr
 	}

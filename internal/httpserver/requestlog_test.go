@@ -10,30 +10,38 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/linkgate/linkgate/internal/clientip"
 )
 
 // TestRequestLogTimesTheHandler: the logged duration runs from when the
 // server called the handler chain (fasthttp's request time) to the end of
-// the handler, and the line carries the request ID sent back.
+// the handler, the line's time is the end of the handler (start plus the
+// duration), and the line carries the request ID sent back and the client
+// address.
 func TestRequestLogTimesTheHandler(t *testing.T) {
 	var buf bytes.Buffer
 	logger := levelLogger(slog.LevelInfo)
 	app := fiber.New()
-	app.Use(requestLog(newAccessLog(&buf, logger), fiber.DefaultErrorHandler))
+	app.Use(requestLog(newAccessLog(&buf, logger), clientip.Source{}, fiber.DefaultErrorHandler))
 	const work = 30 * time.Millisecond
 	app.Get("/slow", func(c *fiber.Ctx) error {
 		time.Sleep(work) // the work being timed, not synchronisation
 		return c.SendStatus(fiber.StatusNoContent)
 	})
+	before := time.Now()
 	resp, err := app.Test(httptest.NewRequest("GET", "/slow", nil), -1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	after := time.Now()
 	resp.Body.Close()
 	var line struct {
-		RequestID  string  `json:"request_id"`
-		Status     int     `json:"status"`
-		DurationMS float64 `json:"duration_ms"`
+		Time       time.Time `json:"time"`
+		RequestID  string    `json:"request_id"`
+		Status     int       `json:"status"`
+		DurationMS float64   `json:"duration_ms"`
+		IP         string    `json:"ip"`
 	}
 	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
 		t.Fatalf("line %q: %v", buf.String(), err)
@@ -44,6 +52,12 @@ func TestRequestLogTimesTheHandler(t *testing.T) {
 	if got := time.Duration(line.DurationMS * float64(time.Millisecond)); got < work || got > 10*time.Second {
 		t.Fatalf("duration_ms %v for a handler that took at least %v", line.DurationMS, work)
 	}
+	if line.Time.Before(before.Add(work)) || line.Time.After(after) {
+		t.Fatalf("time %v, want the handler's end, within [%v, %v]", line.Time, before.Add(work), after)
+	}
+	if line.IP != "0.0.0.0" { // app.Test's connection
+		t.Fatalf("ip %q, want app.Test's 0.0.0.0", line.IP)
+	}
 }
 
 // TestGeneratedRequestIDsAreUnique: IDs made for requests without a valid
@@ -51,7 +65,7 @@ func TestRequestLogTimesTheHandler(t *testing.T) {
 // keep-alive connection, and pass the check applied to client IDs.
 func TestGeneratedRequestIDsAreUnique(t *testing.T) {
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
-	app.Use(requestLog(newAccessLog(nil, levelLogger(slog.LevelInfo)), fiber.DefaultErrorHandler))
+	app.Use(requestLog(newAccessLog(nil, levelLogger(slog.LevelInfo)), clientip.Source{}, fiber.DefaultErrorHandler))
 	app.Get("/", func(c *fiber.Ctx) error { return c.SendStatus(fiber.StatusNoContent) })
 	addr := serve(t, app)
 

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/linkgate/linkgate/internal/clientip"
 	"github.com/linkgate/linkgate/internal/handlers"
 	"github.com/linkgate/linkgate/internal/health"
 	"github.com/linkgate/linkgate/internal/links"
@@ -92,30 +93,13 @@ func New(cfg Config) (*fiber.App, error) {
 		return nil, err
 	}
 	h := cfg.Handlers
-	fc := fiber.Config{
-		AppName:               "linkgate",
-		ErrorHandler:          h.ErrorHandler,
-		BodyLimit:             handlers.MaxBodyBytes,
-		ReadTimeout:           cfg.ReadTimeout,
-		WriteTimeout:          cfg.WriteTimeout,
-		IdleTimeout:           cfg.IdleTimeout,
-		ReadBufferSize:        8192, // request line + headers; larger gets 431
-		CaseSensitive:         true, // short codes are case-sensitive
-		DisableStartupMessage: true,
-		Network:               "tcp",
-		EnableIPValidation:    true,
-	}
-	if len(cfg.TrustedProxies) > 0 {
-		fc.EnableTrustedProxyCheck = true
-		fc.TrustedProxies = cfg.TrustedProxies
-		fc.ProxyHeader = "X-Real-IP" // nginx overwrites it with $remote_addr
-	}
+	fc := fiberConfig(cfg, h.ErrorHandler)
 	app := fiber.New(fc)
 	// Idle keep-alive connections must not hold up shutdown.
 	app.Server().CloseOnShutdown = true
 	guardUnknownMethods(app)
 
-	app.Use(requestLog(newAccessLog(cfg.AccessLog, cfg.Logger), h.ErrorHandler))
+	app.Use(requestLog(newAccessLog(cfg.AccessLog, cfg.Logger), clientip.New(cfg.TrustedProxies), h.ErrorHandler))
 	app.Use(closeWhileDraining(cfg.Health, cfg.Inflight))
 
 	// Probes and /metrics first: nothing after this point (limits, auth) may
@@ -151,6 +135,30 @@ func New(cfg Config) (*fiber.App, error) {
 
 	app.Get("/:code", chain(lim.Redirect, h.Redirect)...) // Fiber serves HEAD through GET routes
 	return app, nil
+}
+
+// fiberConfig is the Fiber configuration of New's app. The proxy header is
+// set exactly when there are trusted proxies, as clientip.New assumes.
+func fiberConfig(cfg Config, errorHandler fiber.ErrorHandler) fiber.Config {
+	fc := fiber.Config{
+		AppName:               "linkgate",
+		ErrorHandler:          errorHandler,
+		BodyLimit:             handlers.MaxBodyBytes,
+		ReadTimeout:           cfg.ReadTimeout,
+		WriteTimeout:          cfg.WriteTimeout,
+		IdleTimeout:           cfg.IdleTimeout,
+		ReadBufferSize:        8192, // request line + headers; larger gets 431
+		CaseSensitive:         true, // short codes are case-sensitive
+		DisableStartupMessage: true,
+		Network:               "tcp",
+		EnableIPValidation:    true,
+	}
+	if len(cfg.TrustedProxies) > 0 {
+		fc.EnableTrustedProxyCheck = true
+		fc.TrustedProxies = cfg.TrustedProxies
+		fc.ProxyHeader = "X-Real-IP" // nginx overwrites it with $remote_addr
+	}
+	return fc
 }
 
 // chain returns the non-nil handlers, in order.

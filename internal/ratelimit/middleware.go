@@ -8,6 +8,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/linkgate/linkgate/internal/clientip"
 	"github.com/linkgate/linkgate/internal/problem"
 )
 
@@ -174,17 +175,18 @@ func New(cfg Config) (fiber.Handler, error) {
 }
 
 // KeyByAPIKeyOrIP returns a Config.KeyFunc that keys a request by the
-// identity apiKey returns for it ("key:<id>"), or by the client IP when that
-// is empty ("ip:<address>"). The prefixes keep the two kinds of keys apart.
-// apiKey must return a public identifier (a key ID), never the secret; the
-// client IP is c.IP(), which believes X-Forwarded-For only from the trusted
-// proxies the Fiber app is configured with.
-func KeyByAPIKeyOrIP(apiKey func(c *fiber.Ctx) string) func(c *fiber.Ctx) string {
+// identity apiKey returns for it ("key:<id>"), or by the client IP from ip
+// ("ip:<address>"). The prefixes keep the two kinds of keys apart. apiKey
+// must return a public identifier (a key ID), never the secret. ip must be
+// the clientip.Source of the app's trusted proxies, so that the address is
+// the one c.IP() gives. A client IP key is made with one allocation.
+func KeyByAPIKeyOrIP(apiKey func(c *fiber.Ctx) string, ip clientip.Source) func(c *fiber.Ctx) string {
 	return func(c *fiber.Ctx) string {
 		if id := apiKey(c); id != "" {
 			return "key:" + id
 		}
-		return "ip:" + c.IP()
+		var buf [64]byte // "ip:" and an IPv6 address with a zone
+		return string(ip.Append(append(buf[:0], "ip:"...), c))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -14,7 +15,9 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
+	"github.com/linkgate/linkgate/internal/clientip"
 	"github.com/linkgate/linkgate/internal/problem"
 )
 
@@ -386,7 +389,7 @@ func TestKeyByAPIKeyOrIP(t *testing.T) {
 	})
 	mw, err := New(Config{
 		Policy: mustPolicy(t, "api", "1/1h"), Decider: d,
-		KeyFunc: KeyByAPIKeyOrIP(func(c *fiber.Ctx) string { return c.Get("X-Key-ID") }),
+		KeyFunc: KeyByAPIKeyOrIP(func(c *fiber.Ctx) string { return c.Get("X-Key-ID") }, clientip.New([]string{"0.0.0.0"})),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -435,5 +438,29 @@ func TestKeyByAPIKeyOrIP(t *testing.T) {
 	resp.Body.Close()
 	if got != "ip:0.0.0.0" {
 		t.Fatalf("spoofed X-Forwarded-For from an untrusted peer: key %q, want the peer address", got)
+	}
+}
+
+// TestKeyByIPAllocatesOnce: without trusted proxies a client IP key is the
+// peer address, made with one allocation (the key string itself). The
+// request comes as fasthttp's server passes it (a TCP peer address; app.Test's
+// connection makes a new address on every call).
+func TestKeyByIPAllocatesOnce(t *testing.T) {
+	key := KeyByAPIKeyOrIP(func(*fiber.Ctx) string { return "" }, clientip.New(nil))
+	app := fiber.New()
+	var got string
+	var allocs float64
+	app.Get("/", func(c *fiber.Ctx) error {
+		got = key(c)
+		allocs = testing.AllocsPerRun(100, func() { _ = key(c) })
+		return nil
+	})
+	rc := &fasthttp.RequestCtx{}
+	rc.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 40000}, nil)
+	rc.Request.Header.SetMethod(fiber.MethodGet)
+	rc.Request.SetRequestURI("/")
+	app.Handler()(rc)
+	if got != "ip:192.0.2.7" || allocs != 1 {
+		t.Fatalf("key %q with %v allocations, want the peer's \"ip:192.0.2.7\" with 1", got, allocs)
 	}
 }
