@@ -227,6 +227,9 @@ func newHeaders(p Policy, legacy bool) headers {
 }
 
 // set writes the fields for d (the RateLimit field is `"name";r=R;t=T`).
+// Both fields are lists, one item per policy, so when limiters are nested
+// each adds its own item (the innermost, which finishes first, comes
+// first). The legacy fields hold one value: the innermost limiter's.
 func (h headers) set(c *fiber.Ctx, d Decision) {
 	var buf [64]byte
 	reset := ceilSeconds(d.Reset)
@@ -236,9 +239,9 @@ func (h headers) set(c *fiber.Ctx, d Decision) {
 	b = append(b, ";t="...)
 	b = strconv.AppendInt(b, reset, 10)
 	hdr := &c.Response().Header
-	hdr.Set(HeaderRateLimitPolicy, h.policy)
-	hdr.SetBytesV(HeaderRateLimit, b)
-	if h.legacy {
+	hdr.Add(HeaderRateLimitPolicy, h.policy)
+	hdr.AddBytesV(HeaderRateLimit, b)
+	if h.legacy && len(hdr.Peek(HeaderLegacyLimit)) == 0 {
 		hdr.Set(HeaderLegacyLimit, h.limit)
 		hdr.SetBytesV(HeaderLegacyRemaining, strconv.AppendInt(buf[:0], d.Remaining, 10))
 		hdr.SetBytesV(HeaderLegacyReset, strconv.AppendInt(buf[:0], reset, 10))

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -462,5 +463,40 @@ func TestKeyByIPAllocatesOnce(t *testing.T) {
 	app.Handler()(rc)
 	if got != "ip:192.0.2.7" || allocs != 1 {
 		t.Fatalf("key %q with %v allocations, want the peer's \"ip:192.0.2.7\" with 1", got, allocs)
+	}
+}
+
+// TestNestedLimitersListBothPolicies: when two limiters apply to a request,
+// RateLimit and RateLimit-Policy carry one item each, the inner limiter's
+// first, on an allowed response and on the inner limiter's 429; the legacy
+// fields are the inner limiter's.
+func TestNestedLimitersListBothPolicies(t *testing.T) {
+	local := NewLocalLimiter(LocalConfig{})
+	mw := func(name, spec string) fiber.Handler {
+		h, err := New(Config{Policy: mustPolicy(t, name, spec), Decider: local, KeyFunc: byHeader, LegacyHeaders: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	app := fiber.New(fiber.Config{ErrorHandler: problemErrorHandler})
+	app.Use(mw("outer", "100/1h:100"), mw("inner", "2/1h:2"))
+	app.Get("/ok", func(c *fiber.Ctx) error { return c.SendString("ok") })
+	for i, want := range []struct {
+		status       int
+		rl, policies []string
+		legacyLeft   string
+	}{
+		{200, []string{`"inner";r=1;t=1800`, `"outer";r=99;t=36`}, []string{`"inner";q=2;w=3600`, `"outer";q=100;w=3600`}, "1"},
+		{200, []string{`"inner";r=0;t=3600`, `"outer";r=98;t=72`}, []string{`"inner";q=2;w=3600`, `"outer";q=100;w=3600`}, "0"},
+		{429, []string{`"inner";r=0;t=3600`, `"outer";r=97;t=108`}, []string{`"inner";q=2;w=3600`, `"outer";q=100;w=3600`}, "0"},
+	} {
+		resp := get(t, app, "/ok", "alice")
+		rl, policies := resp.Header.Values(HeaderRateLimit), resp.Header.Values(HeaderRateLimitPolicy)
+		if resp.StatusCode != want.status || !slices.Equal(rl, want.rl) || !slices.Equal(policies, want.policies) ||
+			resp.Header.Get(HeaderLegacyRemaining) != want.legacyLeft || len(resp.Header.Values(HeaderLegacyRemaining)) != 1 {
+			t.Fatalf("request %d: %d, RateLimit %q, RateLimit-Policy %q, X-RateLimit-Remaining %q; want %d, %q, %q, %q",
+				i+1, resp.StatusCode, rl, policies, resp.Header.Values(HeaderLegacyRemaining), want.status, want.rl, want.policies, want.legacyLeft)
+		}
 	}
 }
