@@ -13,10 +13,12 @@ import (
 	"github.com/linkgate/linkgate/internal/config"
 	"github.com/linkgate/linkgate/internal/handlers"
 	"github.com/linkgate/linkgate/internal/httpserver"
+	"github.com/linkgate/linkgate/internal/metrics"
 	"github.com/linkgate/linkgate/internal/ratelimit"
 )
 
-// newLimits builds the rate-limit middleware of the three policies. With
+// newLimits builds the rate-limit middleware of the three policies, and the
+// limit on API key lookups that shares the API policy's numbers. With
 // Redis: the exact shared token bucket (batched round trips) behind a circuit
 // breaker with a local fallback; create and api are fronted by a cache of
 // denials, redirect by a leaser that takes tokens from the same buckets in
@@ -74,7 +76,9 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) 
 	var err error
 	if l.Redirect, err = mw(cfg.RateRedirect, redirectDecider); err == nil {
 		if l.Create, err = mw(cfg.RateCreate, decider); err == nil {
-			l.API, err = mw(cfg.RateAPI, decider)
+			if l.API, err = mw(cfg.RateAPI, decider); err == nil {
+				l.KeyLookup, err = keyLookupLimit(cfg, decider, rec)
+			}
 		}
 	}
 	if err != nil {
@@ -94,6 +98,23 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) 
 // and a 100000000/1s policy under wrk, 64 cost one EVALSHA per ~47
 // redirects and 0.72x the throughput of the limiter-off stack, 1,024 one per
 // ~700 and on a par with it (4,096 gave no more).
+// keyLookupLimit is the limit on requests whose API key must be read from
+// the store (httpserver.Limits.KeyLookup): the API policy's numbers under
+// the name "keylookup", in a bucket of its own keyed by client IP whatever
+// key the request presents (an unknown key has no identity to key by). A
+// client sending keys it read recently is never charged; one sending made-up
+// keys gets as many store reads as the API policy allows it requests, and
+// then 429 before the store is read. Nil when the API policy is off.
+func keyLookupLimit(cfg *config.Config, d ratelimit.Decider, rec ratelimit.Recorder) (fiber.Handler, error) {
+	if cfg.RateAPI.Disabled {
+		return nil, nil
+	}
+	p := cfg.RateAPI
+	p.Name = metrics.PolicyKeyLookup
+	byIP := ratelimit.KeyByAPIKeyOrIP(func(*fiber.Ctx) string { return "" }, clientip.New(cfg.TrustedProxies))
+	return ratelimit.New(ratelimit.Config{Policy: p, Decider: d, KeyFunc: byIP, Timeout: cfg.RedisTimeout, Recorder: rec})
+}
+
 func redirectLeaseSize(p ratelimit.Policy) int64 {
 	const minSize, maxSize, share = 64, 1024, 100 * time.Millisecond
 	if p.Disabled || p.Period <= 0 {

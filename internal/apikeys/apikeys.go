@@ -142,11 +142,7 @@ func NewAuthenticator(s Store, cfg Config) (*Authenticator, error) {
 // for an unknown or wrong token. Store failures are returned as they are.
 // The key returned may be shared with other callers: do not modify it.
 func (a *Authenticator) Authenticate(ctx context.Context, token string) (*links.APIKey, error) {
-	id := BootstrapID
-	if rest, ok := strings.CutPrefix(token, prefix); ok && len(rest) == idLen+1+secretLen && rest[idLen] == '_' {
-		id = rest[:idLen]
-	}
-	k, err := a.row(ctx, id)
+	k, err := a.row(ctx, idOf(token))
 	if err != nil {
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
@@ -154,6 +150,28 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*links.
 		return nil, links.Errorf(links.EUNAUTHORIZED, "Unknown API key.")
 	}
 	return k, nil
+}
+
+// Known reports whether Authenticate would answer token from memory: its
+// id's row, or the absence of one, was read less than TTL ago. Otherwise
+// Authenticate reads the store, which is what a caller may want to ration
+// (a flood of made-up ids costs one read each). Always false when the TTL is
+// negative.
+func (a *Authenticator) Known(token string) bool {
+	if a.rows == nil {
+		return false
+	}
+	r, ok := a.rows.Peek(idOf(token))
+	return ok && time.Now().Before(r.expires)
+}
+
+// idOf is the id of the row a token is checked against: the id part of an
+// lg_ token, and the bootstrap row for any other shape.
+func idOf(token string) string {
+	if rest, ok := strings.CutPrefix(token, prefix); ok && len(rest) == idLen+1+secretLen && rest[idLen] == '_' {
+		return rest[:idLen]
+	}
+	return BootstrapID
 }
 
 // row returns the stored key id, or nil when there is none, from the cache

@@ -228,3 +228,52 @@ func TestGenerateIsRandom(t *testing.T) {
 		seen[tok], seen[k.ID] = true, true
 	}
 }
+
+// TestAuthenticatorKnown: Known is true exactly when Authenticate would not
+// read the store: after a read of the token's id (found or not) and until the
+// TTL has passed; never without the cache.
+func TestAuthenticatorKnown(t *testing.T) {
+	ctx := context.Background()
+	st := &countingStore{Store: openStore(t)}
+	token, err := Create(ctx, st, "client", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknownID := "lg_" + strings.Repeat("x", idLen) + token[3+idLen:]
+	synctest.Test(t, func(t *testing.T) {
+		a, err := NewAuthenticator(st, Config{TTL: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tok := range []string{token, unknownID, "garbage-token"} {
+			if a.Known(tok) {
+				t.Fatalf("Known(%q) before any read", tok)
+			}
+			_, _ = a.Authenticate(ctx, tok)
+			before := st.reads.Load()
+			if !a.Known(tok) {
+				t.Fatalf("Known(%q) false right after its read", tok)
+			}
+			_, _ = a.Authenticate(ctx, tok)
+			if st.reads.Load() != before {
+				t.Fatalf("Known(%q) was true but Authenticate read the store", tok)
+			}
+		}
+		// Another secret for a known id, another non-lg_ token: same rows.
+		if !a.Known(token[:len(token)-4]+"zzzz") || !a.Known("other-garbage") {
+			t.Fatal("a token sharing a read row is not known")
+		}
+		time.Sleep(time.Minute) // the bubble's clock
+		if a.Known(token) || a.Known(unknownID) {
+			t.Fatal("rows past their TTL still known")
+		}
+	})
+	a, err := NewAuthenticator(st, Config{TTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = a.Authenticate(ctx, token)
+	if a.Known(token) {
+		t.Fatal("known without a cache")
+	}
+}

@@ -36,13 +36,11 @@ func APIKeyID(c *fiber.Ctx) string {
 // for such requests) runs before CheckAuth refuses it: guessing keys is
 // rate limited like anything else. Store failures are returned at once.
 func (h *Handlers) Authenticate(c *fiber.Ctx) error {
-	header := c.Get(fiber.HeaderAuthorization)
-	if header == "" {
+	token, present, ok := bearer(c)
+	if !present {
 		return c.Next()
 	}
-	scheme, token, ok := strings.Cut(header, " ")
-	token = strings.TrimSpace(token)
-	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+	if !ok {
 		c.Locals(authErrLocal, links.Errorf(links.EUNAUTHORIZED, "Use Authorization: Bearer <API key>."))
 		return c.Next()
 	}
@@ -56,6 +54,28 @@ func (h *Handlers) Authenticate(c *fiber.Ctx) error {
 		c.Locals(apiKeyLocal, k)
 	}
 	return c.Next()
+}
+
+// bearer returns the token of the request's Authorization header: present
+// reports whether there is such a header, ok whether it is a well-formed
+// Bearer token.
+func bearer(c *fiber.Ctx) (token string, present, ok bool) {
+	header := c.Get(fiber.HeaderAuthorization)
+	if header == "" {
+		return "", false, false
+	}
+	scheme, token, ok := strings.Cut(header, " ")
+	token = strings.TrimSpace(token)
+	return token, true, ok && strings.EqualFold(scheme, "Bearer") && token != ""
+}
+
+// NeedsKeyLookup reports whether Authenticate will read the store for this
+// request: it presents a Bearer token the Authenticator does not know. The
+// server rations such requests per client before Authenticate runs, so that
+// made-up keys cannot turn into one database read each.
+func (h *Handlers) NeedsKeyLookup(c *fiber.Ctx) bool {
+	token, _, ok := bearer(c)
+	return ok && !h.cfg.Auth.Known(token)
 }
 
 // CheckAuth is middleware after Authenticate (and the rate limiter): it

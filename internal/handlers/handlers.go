@@ -32,9 +32,11 @@ type ClickCounter interface {
 }
 
 // Authenticator checks API keys (apikeys.Authenticator). It returns an
-// EUNAUTHORIZED error for unknown tokens.
+// EUNAUTHORIZED error for unknown tokens. Known reports whether it would
+// answer a token without reading the store.
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (*links.APIKey, error)
+	Known(token string) bool
 }
 
 // Metrics counts business events (metrics.Metrics).

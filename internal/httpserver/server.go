@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/ansrivas/fiberprometheus/v2"
@@ -65,6 +66,11 @@ type Limits struct {
 	Redirect fiber.Handler // GET/HEAD /{code}
 	Create   fiber.Handler // POST /api/v1/links, POST /encurtar
 	API      fiber.Handler // every other API route
+	// KeyLookup runs before authentication on the API and form routes, for
+	// requests whose API key the authenticator would have to read from the
+	// store (Handlers.NeedsKeyLookup), keyed by client IP: it bounds the
+	// store reads that made-up keys cause.
+	KeyLookup fiber.Handler
 }
 
 func (c *Config) defaults() error {
@@ -117,7 +123,18 @@ func New(cfg Config) (*fiber.App, error) {
 	app.Use(renderErrors(h.ErrorHandler))
 	app.Use(recover.New())
 
-	apiChain := []fiber.Handler{h.Authenticate}
+	// Reading an unknown key from the store is rationed per client before
+	// Authenticate; a key read in the last few seconds is not charged.
+	authenticate := []fiber.Handler{h.Authenticate}
+	if lookup := cfg.Limits.KeyLookup; lookup != nil {
+		authenticate = []fiber.Handler{func(c *fiber.Ctx) error {
+			if h.NeedsKeyLookup(c) {
+				return lookup(c)
+			}
+			return c.Next()
+		}, h.Authenticate}
+	}
+	apiChain := slices.Clone(authenticate)
 	if len(cfg.CORSOrigins) > 0 {
 		apiChain = append([]fiber.Handler{newCORS(cfg.CORSOrigins)}, apiChain...)
 	}
@@ -130,8 +147,8 @@ func New(cfg Config) (*fiber.App, error) {
 	api.Get("/links/:code", chain(lim.API, h.CheckAuth, h.GetLink)...)
 	api.Delete("/links/:code", chain(lim.API, h.CheckAuth, h.RequireAdmin, h.DeleteLink)...)
 
-	app.Post("/encurtar", chain(h.Authenticate, lim.Create, h.CheckAuth, h.SeedCreate)...)
-	app.Get("/api/links", chain(h.Authenticate, lim.API, h.CheckAuth, h.RequireAdmin, h.SeedList)...)
+	app.Post("/encurtar", chain(slices.Concat(authenticate, []fiber.Handler{lim.Create, h.CheckAuth, h.SeedCreate})...)...)
+	app.Get("/api/links", chain(slices.Concat(authenticate, []fiber.Handler{lim.API, h.CheckAuth, h.RequireAdmin, h.SeedList})...)...)
 
 	app.Get("/:code", chain(lim.Redirect, h.Redirect)...) // Fiber serves HEAD through GET routes
 	return app, nil

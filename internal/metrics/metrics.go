@@ -75,13 +75,14 @@ func RedirectResults() []string {
 // builds must carry these names (ratelimit.ParsePolicy(PolicyCreate, spec)),
 // or their decisions are dropped.
 const (
-	PolicyRedirect = "redirect"
-	PolicyCreate   = "create"
-	PolicyAPI      = "api"
+	PolicyRedirect  = "redirect"
+	PolicyCreate    = "create"
+	PolicyAPI       = "api"
+	PolicyKeyLookup = "keylookup" // API keys read from the store, per client IP
 )
 
 // Policies returns every rate-limit policy name, in a stable order.
-func Policies() []string { return []string{PolicyRedirect, PolicyCreate, PolicyAPI} }
+func Policies() []string { return []string{PolicyRedirect, PolicyCreate, PolicyAPI, PolicyKeyLookup} }
 
 // Layers of linkgate_cache_entries, the keys of Config.CacheEntries and of
 // SetCacheEntries.

@@ -36,7 +36,7 @@ func TestNewInitialisesEverySeries(t *testing.T) {
 	want := map[string]int{
 		"linkgate_links_created_total":              1,
 		"linkgate_redirects_total":                  4,
-		"linkgate_ratelimit_decisions_total":        3 * nDecisions,
+		"linkgate_ratelimit_decisions_total":        4 * nDecisions,
 		"linkgate_ratelimit_backend_errors_total":   1,
 		"linkgate_ratelimit_fallback_active":        1,
 		"linkgate_cache_requests_total":             3 * 4,
@@ -100,7 +100,7 @@ linkgate_redirects_total{result="not_found"} 0
 	for _, s := range gather(t, reg)["linkgate_ratelimit_decisions_total"].GetMetric() {
 		got[labelString(s)] = true
 	}
-	for _, p := range []string{"redirect", "create", "api"} {
+	for _, p := range []string{"redirect", "create", "api", "keylookup"} {
 		for _, d := range ratelimit.Decisions() {
 			if !got[fmt.Sprintf("decision=%q,policy=%q", d, p)] {
 				t.Errorf("linkgate_ratelimit_decisions_total{policy=%q,decision=%q} missing", p, d)
