@@ -24,7 +24,7 @@ import (
 // denials, redirect by a leaser that takes tokens from the same buckets in
 // small batches. Without Redis: an in-process bucket with the same semantics.
 // The returned close function stops the workers and the Redis client.
-func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) (httpserver.Limits, func(), error) {
+func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger, keys keyChecker) (httpserver.Limits, func(), error) {
 	// decider serves create and api exactly; redirectDecider may lease.
 	var decider, redirectDecider ratelimit.Decider
 	closeAll := func() {}
@@ -77,7 +77,7 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) 
 	if l.Redirect, err = mw(cfg.RateRedirect, redirectDecider); err == nil {
 		if l.Create, err = mw(cfg.RateCreate, decider); err == nil {
 			if l.API, err = mw(cfg.RateAPI, decider); err == nil {
-				l.KeyLookup, err = keyLookupLimit(cfg, decider, rec)
+				l.KeyLookup, err = keyLookupLimit(cfg, decider, rec, keys)
 			}
 		}
 	}
@@ -86,6 +86,35 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) 
 		return httpserver.Limits{}, nil, err
 	}
 	return l, closeAll, nil
+}
+
+// keyChecker is what the key lookup limit needs from the handlers.
+type keyChecker interface {
+	NeedsKeyLookup(c *fiber.Ctx) bool // the request's key must be read from the store
+	KeyRefused(c *fiber.Ctx) bool     // authentication refused it as unknown
+}
+
+// keyLookupLimit is httpserver.Limits.KeyLookup: a Strikes budget with the
+// api policy's numbers under the name "keylookup", charged for each store
+// read of an API key that turns out unknown, per client network (an IPv4
+// address, an IPv6 /64). A client over it gets 429 before the store is
+// read; valid keys are never charged. Nil when the api policy is off.
+func keyLookupLimit(cfg *config.Config, d ratelimit.Decider, rec ratelimit.Recorder, keys keyChecker) (fiber.Handler, error) {
+	if cfg.RateAPI.Disabled {
+		return nil, nil
+	}
+	p := cfg.RateAPI
+	p.Name = metrics.PolicyKeyLookup
+	s, err := ratelimit.NewStrikes(ratelimit.StrikesConfig{Policy: p, Decider: d, Timeout: cfg.RedisTimeout, Recorder: rec})
+	if err != nil {
+		return nil, err
+	}
+	ips := clientip.New(cfg.TrustedProxies)
+	network := func(c *fiber.Ctx) string {
+		var buf [64]byte
+		return string(ips.AppendNetwork(append(buf[:0], "net:"...), c))
+	}
+	return s.Middleware(network, keys.NeedsKeyLookup, keys.KeyRefused), nil
 }
 
 // redirectLeaseSize is the most tokens the redirect leaser takes at once
@@ -98,23 +127,6 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger) 
 // and a 100000000/1s policy under wrk, 64 cost one EVALSHA per ~47
 // redirects and 0.72x the throughput of the limiter-off stack, 1,024 one per
 // ~700 and on a par with it (4,096 gave no more).
-// keyLookupLimit is the limit on requests whose API key must be read from
-// the store (httpserver.Limits.KeyLookup): the API policy's numbers under
-// the name "keylookup", in a bucket of its own keyed by client IP whatever
-// key the request presents (an unknown key has no identity to key by). A
-// client sending keys it read recently is never charged; one sending made-up
-// keys gets as many store reads as the API policy allows it requests, and
-// then 429 before the store is read. Nil when the API policy is off.
-func keyLookupLimit(cfg *config.Config, d ratelimit.Decider, rec ratelimit.Recorder) (fiber.Handler, error) {
-	if cfg.RateAPI.Disabled {
-		return nil, nil
-	}
-	p := cfg.RateAPI
-	p.Name = metrics.PolicyKeyLookup
-	byIP := ratelimit.KeyByAPIKeyOrIP(func(*fiber.Ctx) string { return "" }, clientip.New(cfg.TrustedProxies))
-	return ratelimit.New(ratelimit.Config{Policy: p, Decider: d, KeyFunc: byIP, Timeout: cfg.RedisTimeout, Recorder: rec})
-}
-
 func redirectLeaseSize(p ratelimit.Policy) int64 {
 	const minSize, maxSize, share = 64, 1024, 100 * time.Millisecond
 	if p.Disabled || p.Period <= 0 {

@@ -45,3 +45,24 @@ func (s Source) Append(dst []byte, c *fiber.Ctx) []byte {
 	}
 	return addr.Unmap().AppendTo(dst)
 }
+
+// AppendNetwork appends c's client network: the address Append gives for
+// IPv4, its /64 prefix for IPv6 (a single host is commonly given a whole
+// /64, so keying by address would let it use 2^64 keys). For budgets whose
+// point is to bound what one client can cost, not to tell hosts apart.
+func (s Source) AppendNetwork(dst []byte, c *fiber.Ctx) []byte {
+	n := len(dst)
+	dst = s.Append(dst, c)
+	addr, err := netip.ParseAddr(string(dst[n:]))
+	switch {
+	case err != nil || addr.Is4():
+		return dst
+	case addr.Is4In6(): // from a proxy header: the IPv4 client it names
+		return addr.Unmap().AppendTo(dst[:n])
+	}
+	p, err := addr.Prefix(64)
+	if err != nil {
+		return dst
+	}
+	return p.AppendTo(dst[:n])
+}

@@ -57,3 +57,42 @@ func TestClientIPMatchesFiber(t *testing.T) {
 		}
 	}
 }
+
+// TestClientNetwork: AppendNetwork is the address for IPv4 clients and the
+// /64 for IPv6 ones, from the peer and through a trusted proxy alike.
+func TestClientNetwork(t *testing.T) {
+	for _, tc := range []struct {
+		proxies []string
+		peer    net.IP
+		header  string
+		want    string
+	}{
+		{nil, net.IPv4(192, 0, 2, 7), "", "192.0.2.7"},
+		{nil, net.ParseIP("::ffff:10.1.2.3"), "", "10.1.2.3"},
+		{nil, net.ParseIP("2001:db8::1"), "", "2001:db8::/64"},
+		{nil, net.ParseIP("2001:db8::2:3"), "", "2001:db8::/64"},
+		{nil, net.ParseIP("2001:db8:0:1::9"), "", "2001:db8:0:1::/64"},
+		{[]string{"127.0.0.1/32"}, net.IPv4(127, 0, 0, 1), "2001:db8:1:2:3::4", "2001:db8:1:2::/64"},
+		{[]string{"127.0.0.1/32"}, net.IPv4(127, 0, 0, 1), "203.0.113.9", "203.0.113.9"},
+		{[]string{"127.0.0.1/32"}, net.IPv4(192, 0, 2, 1), "203.0.113.9", "192.0.2.1"}, // untrusted peer
+	} {
+		ip := clientip.New(tc.proxies)
+		app := fiber.New(fiberConfig(Config{TrustedProxies: tc.proxies}, fiber.DefaultErrorHandler))
+		var got string
+		app.Get("/", func(c *fiber.Ctx) error {
+			got = string(ip.AppendNetwork([]byte("net:"), c))
+			return nil
+		})
+		rc := &fasthttp.RequestCtx{}
+		rc.Init(&fasthttp.Request{}, &net.TCPAddr{IP: tc.peer, Port: 40000}, nil)
+		rc.Request.Header.SetMethod(fiber.MethodGet)
+		rc.Request.SetRequestURI("/")
+		if tc.header != "" {
+			rc.Request.Header.Set("X-Real-IP", tc.header)
+		}
+		app.Handler()(rc)
+		if got != "net:"+tc.want {
+			t.Errorf("peer %s, X-Real-IP %q, proxies %v: %q, want %q", tc.peer, tc.header, tc.proxies, got, "net:"+tc.want)
+		}
+	}
+}

@@ -66,10 +66,10 @@ type Limits struct {
 	Redirect fiber.Handler // GET/HEAD /{code}
 	Create   fiber.Handler // POST /api/v1/links, POST /encurtar
 	API      fiber.Handler // every other API route
-	// KeyLookup runs before authentication on the API and form routes, for
-	// requests whose API key the authenticator would have to read from the
-	// store (Handlers.NeedsKeyLookup), keyed by client IP: it bounds the
-	// store reads that made-up keys cause.
+	// KeyLookup runs just before authentication on the API and form routes:
+	// it bounds the store reads that made-up API keys cause
+	// (ratelimit.Strikes.Middleware over Handlers.NeedsKeyLookup and
+	// Handlers.KeyRefused).
 	KeyLookup fiber.Handler
 }
 
@@ -123,17 +123,8 @@ func New(cfg Config) (*fiber.App, error) {
 	app.Use(renderErrors(h.ErrorHandler))
 	app.Use(recover.New())
 
-	// Reading an unknown key from the store is rationed per client before
-	// Authenticate; a key read in the last few seconds is not charged.
-	authenticate := []fiber.Handler{h.Authenticate}
-	if lookup := cfg.Limits.KeyLookup; lookup != nil {
-		authenticate = []fiber.Handler{func(c *fiber.Ctx) error {
-			if h.NeedsKeyLookup(c) {
-				return lookup(c)
-			}
-			return c.Next()
-		}, h.Authenticate}
-	}
+	// Store reads for keys that turn out unknown are rationed per client.
+	authenticate := chain(cfg.Limits.KeyLookup, h.Authenticate)
 	apiChain := slices.Clone(authenticate)
 	if len(cfg.CORSOrigins) > 0 {
 		apiChain = append([]fiber.Handler{newCORS(cfg.CORSOrigins)}, apiChain...)

@@ -21,8 +21,10 @@ const deadlineGranularity = time.Millisecond
 //
 // A shared deadline is also lazy: it is fixed the first time the decider
 // asks the context for it (Deadline, Done or Err), which a decider does
-// before it waits on anything. A decision answered from memory (a leased
-// token) never asks, so it costs no clock read. Safe for concurrent use.
+// before it waits on the network or on another request's fetch (the
+// Leaser's queue). A token handed out from a lease asks only when it starts
+// the next fetch ahead, once per batch, so most redirects cost no clock
+// read for it. Safe for concurrent use.
 type deadlines struct {
 	timeout time.Duration
 	cur     atomic.Pointer[sharedDeadline]

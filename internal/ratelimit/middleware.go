@@ -43,8 +43,9 @@ type Config struct {
 
 	// Timeout is the deadline of one decision, set on a context carrying
 	// c.UserContext()'s values (and its cancellation, if it has one). It
-	// may fall up to a millisecond early: requests starting within the same
-	// millisecond share one timer.
+	// runs from the decider's first use of that context (see deadlines),
+	// and may fall up to a millisecond early: decisions whose deadlines
+	// start within the same millisecond share one timer.
 	//
 	// Optional. Default: 50 * time.Millisecond
 	Timeout time.Duration
@@ -156,14 +157,7 @@ func New(cfg Config) (fiber.Handler, error) {
 			return c.Next()
 		case !d.Allowed:
 			rec.Decision(p.Name, DecisionLimited)
-			secs := ceilSeconds(d.RetryAfter)
-			if secs < 1 {
-				secs = 1
-			}
-			c.Set(HeaderRetryAfter, strconv.FormatInt(secs, 10))
-			h.set(c, d)
-			return problem.New(fiber.StatusTooManyRequests, "quota-exceeded", "Quota exceeded",
-				fmt.Sprintf("The %s rate limit is used up; retry in %d s.", p.Name, secs)).With("policy", p.Name)
+			return refuse(c, p, h, d)
 		}
 		rec.Decision(p.Name, DecisionAllowed)
 		err = c.Next()
@@ -172,6 +166,16 @@ func New(cfg Config) (fiber.Handler, error) {
 		}
 		return err
 	}, nil
+}
+
+// refuse sets the fields of denial d of policy p on c's response and returns
+// the 429 problem the error handler renders.
+func refuse(c *fiber.Ctx, p Policy, h headers, d Decision) error {
+	secs := max(1, ceilSeconds(d.RetryAfter))
+	c.Set(HeaderRetryAfter, strconv.FormatInt(secs, 10))
+	h.set(c, d)
+	return problem.New(fiber.StatusTooManyRequests, "quota-exceeded", "Quota exceeded",
+		fmt.Sprintf("The %s rate limit is used up; retry in %d s.", p.Name, secs)).With("policy", p.Name)
 }
 
 // KeyByAPIKeyOrIP returns a Config.KeyFunc that keys a request by the

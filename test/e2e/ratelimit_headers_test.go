@@ -160,10 +160,10 @@ func TestRateLimitProbesNeverLimited(t *testing.T) {
 // limiter has run, keyed by the client IP, so of 50 requests with random
 // bearer tokens from one address at api 10/1h:10, exactly 10 get a 401 (with
 // the limiter fields) and 40 a 429. A valid key is its own bucket; no token
-// ends up in a Redis key. The first token's row had to be read from the
-// store (tokens not in the lg_<id>_<secret> shape are all checked against
-// the bootstrap row, read once and then reused), which is charged to the
-// address's keylookup bucket.
+// ends up in a Redis key. The first token's row was read from the store and
+// found no key for it (tokens not in the lg_<id>_<secret> shape are all
+// checked against the bootstrap row, read once and then reused): one strike
+// in the address's keylookup bucket.
 func TestRateLimitKeyGuessing(t *testing.T) {
 	r, rdb := rlRedis(t)
 	s := startServer(t, "sqlite://"+filepath.Join(t.TempDir(), "rl.db"),
@@ -207,7 +207,7 @@ func TestRateLimitKeyGuessing(t *testing.T) {
 		t.Fatalf("admin list fields %+v, want its own api bucket with r=9", f)
 	}
 	keys := rlBucketKeys(t, rdb)
-	want := []string{"lg:rl:{api:ip:127.0.0.1}", "lg:rl:{api:key:bootstrap}", "lg:rl:{keylookup:ip:127.0.0.1}"}
+	want := []string{"lg:rl:{api:ip:127.0.0.1}", "lg:rl:{api:key:bootstrap}", "lg:rl:{keylookup:net:127.0.0.1}"}
 	if strings.Join(keys, " ") != strings.Join(want, " ") {
 		t.Fatalf("bucket keys %q, want %q", keys, want)
 	}
