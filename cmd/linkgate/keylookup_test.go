@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,12 +22,13 @@ import (
 	"github.com/linkgate/linkgate/internal/testenv"
 )
 
-// TestMadeUpKeysAreRationed: the store reads of API keys that turn out
-// unknown are charged to the client's keylookup budget (the api policy's
-// numbers); once it is spent, such requests get 429 before the store is
-// read. Valid keys are never charged, and another client is not held back.
-// Embedded (local buckets) and production (Redis buckets), the app wired as
-// Run wires it.
+// TestMadeUpKeysAreRationed: a request whose key id the store must be asked
+// about without being known to exist is charged to the client's keylookup
+// budget (the api policy's numbers) before the store is read; once it is
+// spent such requests get 429 without a read, sequential or concurrent.
+// Keys seen to be real are not charged, and another client is not held
+// back. Embedded (local buckets) and production (Redis buckets), the app
+// wired as Run wires it.
 func TestMadeUpKeysAreRationed(t *testing.T) {
 	const adminKey = "the-admin-key-for-this-test"
 	for name, env := range map[string]func() map[string]string{
@@ -81,47 +83,62 @@ func TestMadeUpKeysAreRationed(t *testing.T) {
 					metric(`linkgate_ratelimit_decisions_total{decision="limited",policy="keylookup"}`)
 			}
 
-			before := keyReads()
-			var answers []string // status, and the policy of a 429
-			for range 20 {
+			madeUp := func() string {
 				token, _, err := apikeys.Generate(rand.Reader, "made-up", true, time.Now())
 				if err != nil {
 					t.Fatal(err)
 				}
-				resp := do("192.0.2.7", fiber.MethodGet, "/api/v1/links", token)
+				return token
+			}
+			before := keyReads()
+			var answers []string // status, and the policy of a 429
+			for range 20 {
+				resp := do("192.0.2.7", fiber.MethodGet, "/api/v1/links", madeUp())
 				a := strconv.Itoa(resp.StatusCode())
 				if resp.StatusCode() == fiber.StatusTooManyRequests {
 					a += " " + strings.SplitN(string(resp.Header.Peek("RateLimit-Policy")), ";", 2)[0]
 				}
 				answers = append(answers, a)
 			}
-			// Five failed reads spend the keylookup budget of 5 (and the api
-			// bucket of the address, which unknown keys are keyed by). The
-			// sixth is read, refused by the api limiter, and its strike finds
-			// the budget spent: from then on the address's made-up keys are
-			// refused before the store.
-			want := []string{"401", "401", "401", "401", "401", `429 "api"`}
-			for range 14 {
+			want := []string{"401", "401", "401", "401", "401"}
+			for range 15 {
 				want = append(want, `429 "keylookup"`)
 			}
 			if !slices.Equal(answers, want) {
 				t.Fatalf("20 made-up keys from one address: %q, want %q", answers, want)
 			}
-			if n := keyReads() - before; n != 6 {
-				t.Fatalf("20 made-up keys cost %d store reads, want 6 (the budget of 5, and the read that found it spent)", n)
+			if n := keyReads() - before; n != 5 {
+				t.Fatalf("20 made-up keys cost %d store reads, want 5 (the budget)", n)
 			}
 
-			// Another address is not held back, and a valid key's read costs
-			// it nothing; the first address may then use that key (no read).
+			// 50 at once from another address: still 5 reads.
+			before = keyReads()
+			var wg sync.WaitGroup
+			for range 50 {
+				token := madeUp()
+				wg.Go(func() { do("203.0.113.5", fiber.MethodGet, "/api/v1/links", token) })
+			}
+			wg.Wait()
+			if n := keyReads() - before; n != 5 {
+				t.Fatalf("50 concurrent made-up keys cost %d store reads, want 5", n)
+			}
+
+			// A third address is not held back. Its first use of the admin
+			// key is charged (the id was never seen); the key is then known
+			// to be real, and is not charged again, from any address.
 			spent := charges()
 			if s := do("198.51.100.1", fiber.MethodGet, "/api/v1/links", adminKey).StatusCode(); s != fiber.StatusOK {
 				t.Fatalf("admin key from another address: %d, want 200", s)
 			}
-			if n := charges() - spent; n != 0 {
-				t.Fatalf("reading a valid key charged the keylookup budget %d times, want 0", n)
+			if n := charges() - spent; n != 1 {
+				t.Fatalf("first read of the admin key: %d keylookup charges, want 1", n)
 			}
+			spent = charges()
 			if s := do("192.0.2.7", fiber.MethodGet, "/api/v1/links", adminKey).StatusCode(); s != fiber.StatusOK {
-				t.Fatalf("a key read moments ago, from the rationed address: %d, want 200", s)
+				t.Fatalf("a real key, from the rationed address: %d, want 200", s)
+			}
+			if n := charges() - spent; n != 0 {
+				t.Fatalf("a real key used again: %d keylookup charges, want 0", n)
 			}
 		})
 	}

@@ -24,7 +24,7 @@ import (
 // denials, redirect by a leaser that takes tokens from the same buckets in
 // small batches. Without Redis: an in-process bucket with the same semantics.
 // The returned close function stops the workers and the Redis client.
-func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger, keys keyChecker) (httpserver.Limits, func(), error) {
+func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger, unvouched func(*fiber.Ctx) bool) (httpserver.Limits, func(), error) {
 	// decider serves create and api exactly; redirectDecider may lease.
 	var decider, redirectDecider ratelimit.Decider
 	closeAll := func() {}
@@ -77,7 +77,7 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger, 
 	if l.Redirect, err = mw(cfg.RateRedirect, redirectDecider); err == nil {
 		if l.Create, err = mw(cfg.RateCreate, decider); err == nil {
 			if l.API, err = mw(cfg.RateAPI, decider); err == nil {
-				l.KeyLookup, err = keyLookupLimit(cfg, decider, rec, keys)
+				l.KeyLookup, err = keyLookupLimit(cfg, decider, rec, unvouched)
 			}
 		}
 	}
@@ -88,33 +88,27 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger, 
 	return l, closeAll, nil
 }
 
-// keyChecker is what the key lookup limit needs from the handlers.
-type keyChecker interface {
-	NeedsKeyLookup(c *fiber.Ctx) bool // the request's key must be read from the store
-	KeyRefused(c *fiber.Ctx) bool     // authentication refused it as unknown
-}
-
-// keyLookupLimit is httpserver.Limits.KeyLookup: a Strikes budget with the
-// api policy's numbers under the name "keylookup", charged for each store
-// read of an API key that turns out unknown, per client network (an IPv4
-// address, an IPv6 /64). A client over it gets 429 before the store is
-// read; valid keys are never charged. Nil when the api policy is off.
-func keyLookupLimit(cfg *config.Config, d ratelimit.Decider, rec ratelimit.Recorder, keys keyChecker) (fiber.Handler, error) {
+// keyLookupLimit is httpserver.Limits.KeyLookup: the api policy's numbers
+// under the name "keylookup", in buckets of their own keyed by client
+// network (an IPv4 address, an IPv6 /64), charged before authentication for
+// each request whose key the store must be asked about without being known
+// to exist (unvouched, see Handlers.UnvouchedKey). Made-up keys get as many
+// store reads as the policy allows requests, then 429 before the store;
+// keys seen to be real, and requests sharing a read in flight, are never
+// charged. Nil when the api policy is off.
+func keyLookupLimit(cfg *config.Config, d ratelimit.Decider, rec ratelimit.Recorder, unvouched func(*fiber.Ctx) bool) (fiber.Handler, error) {
 	if cfg.RateAPI.Disabled {
 		return nil, nil
 	}
 	p := cfg.RateAPI
 	p.Name = metrics.PolicyKeyLookup
-	s, err := ratelimit.NewStrikes(ratelimit.StrikesConfig{Policy: p, Decider: d, Timeout: cfg.RedisTimeout, Recorder: rec})
-	if err != nil {
-		return nil, err
-	}
 	ips := clientip.New(cfg.TrustedProxies)
 	network := func(c *fiber.Ctx) string {
 		var buf [64]byte
 		return string(ips.AppendNetwork(append(buf[:0], "net:"...), c))
 	}
-	return s.Middleware(network, keys.NeedsKeyLookup, keys.KeyRefused), nil
+	return ratelimit.New(ratelimit.Config{Policy: p, Decider: d, KeyFunc: network, Timeout: cfg.RedisTimeout, Recorder: rec,
+		Next: func(c *fiber.Ctx) bool { return !unvouched(c) }})
 }
 
 // redirectLeaseSize is the most tokens the redirect leaser takes at once

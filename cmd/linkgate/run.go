@@ -274,7 +274,7 @@ func wire(ctx context.Context, cfg *config.Config, stdout io.Writer) (*wired, er
 	if err != nil {
 		return nil, err
 	}
-	limits, closeLimits, err := newLimits(cfg, m, logger, h)
+	limits, closeLimits, err := newLimits(cfg, m, logger, h.UnvouchedKey)
 	if err != nil {
 		return nil, err
 	}

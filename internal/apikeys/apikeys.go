@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -111,6 +112,9 @@ type Authenticator struct {
 	ttl   time.Duration
 	rows  *lru.Cache[string, cachedRow] // nil when TTL is negative
 	reads singleflight.Group
+
+	mu      sync.Mutex
+	reading map[string]int // ids with a store read in flight
 }
 
 // cachedRow is a row read from the store, or its absence (key nil).
@@ -127,7 +131,7 @@ func NewAuthenticator(s Store, cfg Config) (*Authenticator, error) {
 	if cfg.Size <= 0 {
 		cfg.Size = 10_000
 	}
-	a := &Authenticator{store: s, ttl: cfg.TTL}
+	a := &Authenticator{store: s, ttl: cfg.TTL, reading: make(map[string]int)}
 	if cfg.TTL > 0 {
 		rows, err := lru.New[string, cachedRow](cfg.Size)
 		if err != nil {
@@ -152,17 +156,24 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*links.
 	return k, nil
 }
 
-// Known reports whether Authenticate would answer token from memory: its
-// id's row, or the absence of one, was read less than TTL ago. Otherwise
-// Authenticate reads the store, which is what a caller may want to ration
-// (a flood of made-up ids costs one read each). Always false when the TTL is
-// negative.
-func (a *Authenticator) Known(token string) bool {
+// Vouched reports whether authenticating token costs no store read of an id
+// not known to hold a key: its id's row (or absence) was read less than TTL
+// ago, a read of it is in flight (Authenticate shares it), or its id held
+// a key when last read (the read only re-checks a real key). Otherwise
+// Authenticate will read the store for an id never seen to hold a key,
+// which is what a caller rations: made-up ids would cost one read each.
+// Always false when the TTL is negative.
+func (a *Authenticator) Vouched(token string) bool {
 	if a.rows == nil {
 		return false
 	}
-	r, ok := a.rows.Peek(idOf(token))
-	return ok && time.Now().Before(r.expires)
+	id := idOf(token)
+	if r, ok := a.rows.Peek(id); ok && (r.key != nil || time.Now().Before(r.expires)) {
+		return true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reading[id] > 0
 }
 
 // idOf is the id of the row a token is checked against: the id part of an
@@ -187,6 +198,16 @@ func (a *Authenticator) row(ctx context.Context, id string) (*links.APIKey, erro
 		}
 	}
 	shared := a.reads.DoChan(id, func() (any, error) {
+		a.mu.Lock()
+		a.reading[id]++
+		a.mu.Unlock()
+		defer func() { // after the row is cached: Vouched has no gap
+			a.mu.Lock()
+			if a.reading[id]--; a.reading[id] == 0 {
+				delete(a.reading, id)
+			}
+			a.mu.Unlock()
+		}()
 		began := time.Now()
 		k, err := a.store.GetAPIKey(context.WithoutCancel(ctx), id)
 		if links.ErrorCode(err) == links.ENOTFOUND {

@@ -69,20 +69,14 @@ func bearer(c *fiber.Ctx) (token string, present, ok bool) {
 	return token, true, ok && strings.EqualFold(scheme, "Bearer") && token != ""
 }
 
-// NeedsKeyLookup reports whether Authenticate will read the store for this
-// request: it presents a Bearer token the Authenticator does not know. With
-// KeyRefused afterwards, the server rations the lookups that find no key per
-// client, so that made-up keys cannot turn into one database read each.
-func (h *Handlers) NeedsKeyLookup(c *fiber.Ctx) bool {
+// UnvouchedKey reports whether authenticating this request will read the
+// store for a key id not known to hold a key: it presents a Bearer token
+// the Authenticator does not vouch for. The server charges such requests to
+// a per-client budget before Authenticate runs, so that made-up keys cannot
+// turn into one database read each; keys seen to be real are never charged.
+func (h *Handlers) UnvouchedKey(c *fiber.Ctx) bool {
 	token, _, ok := bearer(c)
-	return ok && !h.cfg.Auth.Known(token)
-}
-
-// KeyRefused reports whether Authenticate refused the request's Bearer token
-// as unknown (a malformed Authorization header aside).
-func (h *Handlers) KeyRefused(c *fiber.Ctx) bool {
-	err, ok := c.Locals(authErrLocal).(error)
-	return ok && links.ErrorCode(err) == links.EUNAUTHORIZED
+	return ok && !h.cfg.Auth.Vouched(token)
 }
 
 // CheckAuth is middleware after Authenticate (and the rate limiter): it

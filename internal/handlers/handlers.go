@@ -32,11 +32,11 @@ type ClickCounter interface {
 }
 
 // Authenticator checks API keys (apikeys.Authenticator). It returns an
-// EUNAUTHORIZED error for unknown tokens. Known reports whether it would
-// answer a token without reading the store.
+// EUNAUTHORIZED error for unknown tokens. Vouched reports whether checking a
+// token costs no store read of an id not known to hold a key.
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (*links.APIKey, error)
-	Known(token string) bool
+	Vouched(token string) bool
 }
 
 // Metrics counts business events (metrics.Metrics).

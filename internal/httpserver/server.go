@@ -67,9 +67,8 @@ type Limits struct {
 	Create   fiber.Handler // POST /api/v1/links, POST /encurtar
 	API      fiber.Handler // every other API route
 	// KeyLookup runs just before authentication on the API and form routes:
-	// it bounds the store reads that made-up API keys cause
-	// (ratelimit.Strikes.Middleware over Handlers.NeedsKeyLookup and
-	// Handlers.KeyRefused).
+	// it bounds the store reads that made-up API keys cause (a limiter that
+	// skips all but Handlers.UnvouchedKey requests).
 	KeyLookup fiber.Handler
 }
 
@@ -123,7 +122,7 @@ func New(cfg Config) (*fiber.App, error) {
 	app.Use(renderErrors(h.ErrorHandler))
 	app.Use(recover.New())
 
-	// Store reads for keys that turn out unknown are rationed per client.
+	// Store reads for keys not known to exist are rationed per client.
 	authenticate := chain(cfg.Limits.KeyLookup, h.Authenticate)
 	apiChain := slices.Clone(authenticate)
 	if len(cfg.CORSOrigins) > 0 {

@@ -160,10 +160,9 @@ func TestRateLimitProbesNeverLimited(t *testing.T) {
 // limiter has run, keyed by the client IP, so of 50 requests with random
 // bearer tokens from one address at api 10/1h:10, exactly 10 get a 401 (with
 // the limiter fields) and 40 a 429. A valid key is its own bucket; no token
-// ends up in a Redis key. The first token's row was read from the store and
-// found no key for it (tokens not in the lg_<id>_<secret> shape are all
-// checked against the bootstrap row, read once and then reused): one strike
-// in the address's keylookup bucket.
+// ends up in a Redis key. Tokens not in the lg_<id>_<secret> shape are all
+// checked against the bootstrap key's row, which the first ones read from
+// the store (charged to the address's keylookup bucket) and the rest reuse.
 func TestRateLimitKeyGuessing(t *testing.T) {
 	r, rdb := rlRedis(t)
 	s := startServer(t, "sqlite://"+filepath.Join(t.TempDir(), "rl.db"),
