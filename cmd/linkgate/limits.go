@@ -93,9 +93,10 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger, 
 // network (an IPv4 address, an IPv6 /64), charged before authentication for
 // each request whose key the store must be asked about without being known
 // to exist (unvouched, see Handlers.UnvouchedKey). Made-up keys get as many
-// store reads as the policy allows requests, then 429 before the store;
-// keys seen to be real, and requests sharing a read in flight, are never
-// charged. Nil when the api policy is off.
+// store reads as the policy allows requests, then 429 before the store. A
+// real key is charged when first seen, not again while the authenticator
+// remembers it; requests sharing a read in flight are not charged. Nil when
+// the api policy is off.
 func keyLookupLimit(cfg *config.Config, d ratelimit.Decider, rec ratelimit.Recorder, unvouched func(*fiber.Ctx) bool) (fiber.Handler, error) {
 	if cfg.RateAPI.Disabled {
 		return nil, nil

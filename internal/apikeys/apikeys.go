@@ -14,8 +14,11 @@
 // is checked against the one bootstrap row. The price is that a key replaced
 // in the store (LINKGATE_ADMIN_KEY rotated by another instance) is honoured
 // by every instance within TTL rather than at once. Concurrent reads of one
-// id share a store call (golang.org/x/sync/singleflight). An Authenticator
-// is safe for concurrent use.
+// id share a store call (golang.org/x/sync/singleflight). It also remembers
+// the keys it found (their hashes, up to Config.Size, apart from the rows so
+// that made-up ids cannot push them out), so that Vouched can tell a caller
+// which tokens would cost a read of an id not known to hold them. An
+// Authenticator is safe for concurrent use.
 package apikeys
 
 import (
@@ -112,6 +115,9 @@ type Authenticator struct {
 	ttl   time.Duration
 	rows  *lru.Cache[string, cachedRow] // nil when TTL is negative
 	reads singleflight.Group
+	// real holds the hash of each id last read holding a key, apart from
+	// rows so that ids found empty (made-up ones) cannot evict it.
+	real *lru.Cache[string, []byte] // nil when TTL is negative
 
 	mu      sync.Mutex
 	reading map[string]int // ids with a store read in flight
@@ -138,6 +144,9 @@ func NewAuthenticator(s Store, cfg Config) (*Authenticator, error) {
 			return nil, fmt.Errorf("apikeys: %w", err)
 		}
 		a.rows = rows
+		if a.real, err = lru.New[string, []byte](cfg.Size); err != nil {
+			return nil, fmt.Errorf("apikeys: %w", err)
+		}
 	}
 	return a, nil
 }
@@ -156,19 +165,23 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*links.
 	return k, nil
 }
 
-// Vouched reports whether authenticating token costs no store read of an id
-// not known to hold a key: its id's row (or absence) was read less than TTL
-// ago, a read of it is in flight (Authenticate shares it), or its id held
-// a key when last read (the read only re-checks a real key). Otherwise
-// Authenticate will read the store for an id never seen to hold a key,
-// which is what a caller rations: made-up ids would cost one read each.
-// Always false when the TTL is negative.
+// Vouched reports whether checking token costs no store read of an id not
+// known to hold a key: its id's row (or absence) was read less than TTL ago,
+// a read of it is in flight (Authenticate shares it), or the token itself
+// matched the key its id held when last read (the read only re-checks a real
+// key; real keys are remembered apart from absences, so made-up ids do not
+// push them out). Otherwise Authenticate will read the store for an id never
+// seen to hold this token's key, which is what a caller rations: made-up
+// tokens would cost one read each. Always false when the TTL is negative.
 func (a *Authenticator) Vouched(token string) bool {
 	if a.rows == nil {
 		return false
 	}
 	id := idOf(token)
-	if r, ok := a.rows.Peek(id); ok && (r.key != nil || time.Now().Before(r.expires)) {
+	if r, ok := a.rows.Peek(id); ok && time.Now().Before(r.expires) {
+		return true
+	}
+	if h, ok := a.real.Peek(id); ok && subtle.ConstantTimeCompare(Hash(token), h) == 1 {
 		return true
 	}
 	a.mu.Lock()
@@ -218,6 +231,11 @@ func (a *Authenticator) row(ctx context.Context, id string) (*links.APIKey, erro
 		}
 		if a.rows != nil {
 			a.rows.Add(id, cachedRow{key: k, expires: began.Add(a.ttl)})
+			if k != nil {
+				a.real.Add(id, k.Hash)
+			} else {
+				a.real.Remove(id)
+			}
 		}
 		return k, nil
 	})

@@ -231,7 +231,9 @@ func TestGenerateIsRandom(t *testing.T) {
 
 // TestAuthenticatorVouched: a token is vouched for while its id's row (or
 // absence) is fresh, while a read of its id is in flight, and, once stale,
-// only if its id held a key when last read; never without the cache.
+// only if it is the key its id held when last read (not another secret for
+// that id), however many made-up ids were read since; never without the
+// cache.
 func TestAuthenticatorVouched(t *testing.T) {
 	ctx := context.Background()
 	st := &countingStore{Store: openStore(t)}
@@ -245,7 +247,7 @@ func TestAuthenticatorVouched(t *testing.T) {
 	}
 	unknownID := "lg_" + strings.Repeat("x", idLen) + token[3+idLen:]
 	synctest.Test(t, func(t *testing.T) {
-		a, err := NewAuthenticator(st, Config{TTL: time.Minute})
+		a, err := NewAuthenticator(st, Config{TTL: time.Minute, Size: 4})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -262,9 +264,16 @@ func TestAuthenticatorVouched(t *testing.T) {
 		if !a.Vouched(token[:len(token)-4]+"zzzz") || !a.Vouched("other-garbage") {
 			t.Fatal("a token sharing a read row is not vouched for")
 		}
+		// Made-up ids read since fill the 4-row cache many times over.
+		for i := range 20 {
+			_, _ = a.Authenticate(ctx, fmt.Sprintf("lg_%0*d_%s", idLen, i, token[4+idLen:]))
+		}
 		time.Sleep(time.Minute) // the bubble's clock
 		if !a.Vouched(token) {
 			t.Fatal("a real key's stale row: not vouched for (its re-read only re-checks a real key)")
+		}
+		if a.Vouched(token[:len(token)-4] + "zzzz") {
+			t.Fatal("another secret for a real key's id, its row stale: vouched for")
 		}
 		if a.Vouched(unknownID) || a.Vouched("garbage-token") {
 			t.Fatal("stale absences still vouched for")

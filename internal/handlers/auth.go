@@ -73,7 +73,7 @@ func bearer(c *fiber.Ctx) (token string, present, ok bool) {
 // store for a key id not known to hold a key: it presents a Bearer token
 // the Authenticator does not vouch for. The server charges such requests to
 // a per-client budget before Authenticate runs, so that made-up keys cannot
-// turn into one database read each; keys seen to be real are never charged.
+// turn into one database read each; a real key is charged when first seen.
 func (h *Handlers) UnvouchedKey(c *fiber.Ctx) bool {
 	token, _, ok := bearer(c)
 	return ok && !h.cfg.Auth.Vouched(token)
