@@ -26,21 +26,21 @@ import (
 // about without being known to exist is charged to the client's keylookup
 // budget (the api policy's numbers) before the store is read; once it is
 // spent such requests get 429 without a read, sequential or concurrent.
-// Keys seen to be real are not charged, and another client is not held
-// back. Embedded (local buckets) and production (Redis buckets), the app
+// A real key is charged at its first use only, and another client is not
+// held back. Embedded (local buckets) and production (Redis buckets), the app
 // wired as Run wires it.
 func TestMadeUpKeysAreRationed(t *testing.T) {
 	const adminKey = "the-admin-key-for-this-test"
-	for name, env := range map[string]func() map[string]string{
-		"embedded": func() map[string]string {
+	for name, env := range map[string]func(t *testing.T) map[string]string{
+		"embedded": func(t *testing.T) map[string]string {
 			return map[string]string{"LINKGATE_DATABASE_URL": "sqlite://" + filepath.Join(t.TempDir(), "keys.db")}
 		},
-		"production": func() map[string]string {
+		"production": func(t *testing.T) map[string]string {
 			return map[string]string{"LINKGATE_DATABASE_URL": testenv.PostgresURL(t), "LINKGATE_REDIS_URL": testenv.StartRedis(t).URL()}
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			e := env()
+			e := env(t) // the subtest's t: it may fail, and it owns the servers
 			e["LINKGATE_BASE_URL"] = "http://127.0.0.1:8080"
 			e["LINKGATE_RATELIMIT_API"] = "5/1h:5"
 			e["LINKGATE_ADMIN_KEY"] = adminKey

@@ -68,7 +68,8 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger, 
 		}
 		closeAll = func() { batcher.Close(); client.Close() }
 	}
-	key := ratelimit.KeyByAPIKeyOrIP(handlers.APIKeyID, clientip.New(cfg.TrustedProxies))
+	ips := clientip.New(cfg.TrustedProxies)
+	key := ratelimit.KeyByAPIKeyOrIP(handlers.APIKeyID, ips)
 	mw := func(p ratelimit.Policy, d ratelimit.Decider) (fiber.Handler, error) {
 		return ratelimit.New(ratelimit.Config{Policy: p, Decider: d, KeyFunc: key, Timeout: cfg.RedisTimeout, Recorder: rec})
 	}
@@ -77,7 +78,7 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger, 
 	if l.Redirect, err = mw(cfg.RateRedirect, redirectDecider); err == nil {
 		if l.Create, err = mw(cfg.RateCreate, decider); err == nil {
 			if l.API, err = mw(cfg.RateAPI, decider); err == nil {
-				l.KeyLookup, err = keyLookupLimit(cfg, decider, rec, unvouched)
+				l.KeyLookup, err = keyLookupLimit(cfg, decider, rec, ips, unvouched)
 			}
 		}
 	}
@@ -97,13 +98,12 @@ func newLimits(cfg *config.Config, rec ratelimit.Recorder, logger *slog.Logger, 
 // real key is charged when first seen, not again while the authenticator
 // remembers it; requests sharing a read in flight are not charged. Nil when
 // the api policy is off.
-func keyLookupLimit(cfg *config.Config, d ratelimit.Decider, rec ratelimit.Recorder, unvouched func(*fiber.Ctx) bool) (fiber.Handler, error) {
+func keyLookupLimit(cfg *config.Config, d ratelimit.Decider, rec ratelimit.Recorder, ips clientip.Source, unvouched func(*fiber.Ctx) bool) (fiber.Handler, error) {
 	if cfg.RateAPI.Disabled {
 		return nil, nil
 	}
 	p := cfg.RateAPI
 	p.Name = metrics.PolicyKeyLookup
-	ips := clientip.New(cfg.TrustedProxies)
 	network := func(c *fiber.Ctx) string {
 		var buf [64]byte
 		return string(ips.AppendNetwork(append(buf[:0], "net:"...), c))

@@ -120,7 +120,7 @@ type Authenticator struct {
 	real *lru.Cache[string, []byte] // nil when TTL is negative
 
 	mu      sync.Mutex
-	reading map[string]int // ids with a store read in flight
+	reading map[string]struct{} // ids with a store read in flight (one per id: singleflight)
 }
 
 // cachedRow is a row read from the store, or its absence (key nil).
@@ -137,7 +137,7 @@ func NewAuthenticator(s Store, cfg Config) (*Authenticator, error) {
 	if cfg.Size <= 0 {
 		cfg.Size = 10_000
 	}
-	a := &Authenticator{store: s, ttl: cfg.TTL, reading: make(map[string]int)}
+	a := &Authenticator{store: s, ttl: cfg.TTL, reading: make(map[string]struct{})}
 	if cfg.TTL > 0 {
 		rows, err := lru.New[string, cachedRow](cfg.Size)
 		if err != nil {
@@ -186,7 +186,8 @@ func (a *Authenticator) Vouched(token string) bool {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.reading[id] > 0
+	_, reading := a.reading[id]
+	return reading
 }
 
 // idOf is the id of the row a token is checked against: the id part of an
@@ -212,13 +213,11 @@ func (a *Authenticator) row(ctx context.Context, id string) (*links.APIKey, erro
 	}
 	shared := a.reads.DoChan(id, func() (any, error) {
 		a.mu.Lock()
-		a.reading[id]++
+		a.reading[id] = struct{}{}
 		a.mu.Unlock()
 		defer func() { // after the row is cached: Vouched has no gap
 			a.mu.Lock()
-			if a.reading[id]--; a.reading[id] == 0 {
-				delete(a.reading, id)
-			}
+			delete(a.reading, id)
 			a.mu.Unlock()
 		}()
 		began := time.Now()

@@ -74,7 +74,7 @@ func requestLog(log *accessLog, clientIP clientip.Source, errorHandler fiber.Err
 			if r := c.Route(); r != nil {
 				e.route = r.Path
 			}
-			var ip [64]byte // an IPv6 address with a zone fits
+			var ip [64]byte // the longest IPv6 text (45 bytes) fits
 			log.write(&e, clientIP.Append(ip[:0], c))
 		}
 		return herr

@@ -157,7 +157,11 @@ func New(cfg Config) (fiber.Handler, error) {
 			return c.Next()
 		case !d.Allowed:
 			rec.Decision(p.Name, DecisionLimited)
-			return refuse(c, p, h, d)
+			secs := max(1, ceilSeconds(d.RetryAfter))
+			c.Set(HeaderRetryAfter, strconv.FormatInt(secs, 10))
+			h.set(c, d)
+			return problem.New(fiber.StatusTooManyRequests, "quota-exceeded", "Quota exceeded",
+				fmt.Sprintf("The %s rate limit is used up; retry in %d s.", p.Name, secs)).With("policy", p.Name)
 		}
 		rec.Decision(p.Name, DecisionAllowed)
 		err = c.Next()
@@ -166,16 +170,6 @@ func New(cfg Config) (fiber.Handler, error) {
 		}
 		return err
 	}, nil
-}
-
-// refuse sets the fields of denial d of policy p on c's response and returns
-// the 429 problem the error handler renders.
-func refuse(c *fiber.Ctx, p Policy, h headers, d Decision) error {
-	secs := max(1, ceilSeconds(d.RetryAfter))
-	c.Set(HeaderRetryAfter, strconv.FormatInt(secs, 10))
-	h.set(c, d)
-	return problem.New(fiber.StatusTooManyRequests, "quota-exceeded", "Quota exceeded",
-		fmt.Sprintf("The %s rate limit is used up; retry in %d s.", p.Name, secs)).With("policy", p.Name)
 }
 
 // KeyByAPIKeyOrIP returns a Config.KeyFunc that keys a request by the
@@ -189,7 +183,7 @@ func KeyByAPIKeyOrIP(apiKey func(c *fiber.Ctx) string, ip clientip.Source) func(
 		if id := apiKey(c); id != "" {
 			return "key:" + id
 		}
-		var buf [64]byte // "ip:" and an IPv6 address with a zone
+		var buf [64]byte // "ip:" and the longest IPv6 text (45 bytes)
 		return string(ip.Append(append(buf[:0], "ip:"...), c))
 	}
 }
