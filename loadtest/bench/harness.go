@@ -80,6 +80,11 @@ func newHarness(ctx context.Context, o options, log io.Writer) (_ *harness, err 
 			return nil, fmt.Errorf("%s not found on PATH (%s)", b.name, b.hint)
 		}
 	}
+	if o.WrkBatch {
+		if _, err = exec.LookPath("chrt"); err != nil {
+			return nil, fmt.Errorf("-wrk-batch needs chrt on PATH (apt-get install util-linux)")
+		}
+	}
 	if h.nginxBin, err = nginxBinary(); err != nil {
 		return nil, err
 	}

@@ -174,8 +174,18 @@ func TestRatioAndVerdict(t *testing.T) {
 		t.Errorf("verdict = %q", v)
 	}
 	lg.Goal.MaxP99 = 3 * time.Millisecond
-	if v := verdict(lg, base); !strings.Contains(v, "FAIL") || !strings.Contains(v, "p99") {
+	v := verdict(lg, base)
+	if !strings.Contains(v, "FAIL") || !strings.Contains(v, "p99") {
 		t.Errorf("verdict with p99 over the goal = %q", v)
+	}
+	if j := judged(options{}, v); j != v {
+		t.Errorf("judged in an ordinary run = %q, want the verdict %q", j, v)
+	}
+	if j := judged(options{WrkBatch: true}, v); strings.Contains(j, "FAIL") || !strings.Contains(j, "not judged") {
+		t.Errorf("judged in a -wrk-batch run = %q", j)
+	}
+	if j := judged(options{WrkBatch: true}, verdict(&target{}, base)); j != "" {
+		t.Errorf("judged of a row without a goal = %q, want empty", j)
 	}
 }
 

@@ -48,6 +48,7 @@ type options struct {
 	Rounds         int
 	Connections    int
 	Threads        int
+	WrkBatch       bool
 	Codes          int
 	CreateDuration time.Duration
 	MemLinks       []int
@@ -77,6 +78,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.Rounds, "rounds", 4, "rounds; each round runs every target once, in a rotated order")
 	fs.IntVar(&o.Connections, "connections", 64, "wrk connections")
 	fs.IntVar(&o.Threads, "threads", 2, "wrk threads")
+	fs.BoolVar(&o.WrkBatch, "wrk-batch", false, "diagnostic: run wrk under SCHED_BATCH (chrt -b 0), so that its wakeups do not preempt the servers; shows how much of each ratio is the sharing of the cores. Goals are not judged in such a run")
 	fs.IntVar(&o.Codes, "codes", 10000, "codes seeded into every target and requested at random")
 	fs.DurationVar(&o.CreateDuration, "create-duration", 3*time.Second, "wrk create run per store per round")
 	mem := fs.String("memory-links", "100000,1000000", "comma-separated LRU sizes to measure resident memory at")

@@ -24,6 +24,8 @@ type sample struct {
 	wrkResult
 	ServerCores float64   // CPU of the target's own processes / wall time
 	ServerUS    float64   // CPU of the target's own processes per request, µs
+	Preempted   float64   // involuntary context switches of the server's threads per request
+	Blocked     float64   // voluntary context switches of the server's threads per request
 	WrkCores    float64   // CPU of wrk / wall time
 	BusyCores   float64   // CPU of the whole machine / wall time
 	LogLines    []float64 // stdout lines per request of each logged process
@@ -244,9 +246,9 @@ func (h *harness) redirectRounds(ctx context.Context, targets []*target) error {
 // measure runs wrk against t once and collects CPU, logs and metrics.
 func (h *harness) measure(ctx context.Context, t *target, script string, args []string, d time.Duration) (sample, error) {
 	var s sample
-	cpu0 := make([]time.Duration, len(t.cpu))
+	use0 := make([]usage, len(t.cpu))
 	for i, p := range t.cpu {
-		cpu0[i] = groupCPU(p.pid())
+		use0[i] = groupUsage(p.pid())
 	}
 	var m0 string
 	if t.lg != nil {
@@ -258,7 +260,7 @@ func (h *harness) measure(ctx context.Context, t *target, script string, args []
 	busy0, _ := machineCPU()
 	start := time.Now()
 	res, wrkCPU, err := wrkRun{Bin: h.wrkBin, Script: script, ScriptArgs: args, URL: "http://" + t.srv.addr,
-		Threads: h.o.Threads, Connections: h.o.Connections, Duration: d}.run(ctx)
+		Threads: h.o.Threads, Connections: h.o.Connections, Duration: d, Batch: h.o.WrkBatch}.run(ctx)
 	if err != nil {
 		return s, err
 	}
@@ -266,11 +268,18 @@ func (h *harness) measure(ctx context.Context, t *target, script string, args []
 	busy1, _ := machineCPU()
 	s.wrkResult = res
 	var serverCPU time.Duration
+	var vol, invol int64
 	for i, p := range t.cpu {
-		serverCPU += groupCPU(p.pid()) - cpu0[i]
+		u := groupUsage(p.pid())
+		serverCPU += u.CPU - use0[i].CPU
+		vol += u.Voluntary - use0[i].Voluntary
+		invol += u.Involuntary - use0[i].Involuntary
 	}
+	req := float64(res.Requests)
 	s.ServerCores = serverCPU.Seconds() / wall
-	s.ServerUS = float64(serverCPU.Microseconds()) / float64(res.Requests)
+	s.ServerUS = float64(serverCPU.Microseconds()) / req
+	s.Preempted = float64(invol) / req
+	s.Blocked = float64(vol) / req
 	s.WrkCores = wrkCPU.Seconds() / wall
 	s.BusyCores = (busy1 - busy0).Seconds() / wall
 	s.Decisions, s.Created = -1, -1
@@ -279,7 +288,6 @@ func (h *harness) measure(ctx context.Context, t *target, script string, args []
 		if err != nil {
 			return s, err
 		}
-		req := float64(res.Requests)
 		if a, ok := metricSum(m1, "linkgate_ratelimit_decisions_total", `policy="redirect"`); ok {
 			b, _ := metricSum(m0, "linkgate_ratelimit_decisions_total", `policy="redirect"`)
 			s.Decisions = (a - b) / req

@@ -175,20 +175,32 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// groupCPU is the CPU time (user+system) used so far by the live processes
-// of process group pgid. Time of processes that already exited is lost, which
-// does not matter for servers that run throughout.
-func groupCPU(pgid int) time.Duration {
+// usage is what the live processes of one process group have used so far.
+type usage struct {
+	CPU time.Duration // user + system time
+	// Voluntary and Involuntary are context switches summed over every
+	// thread: a thread that blocked (a futex, epoll_wait, a full socket), and
+	// a runnable thread the kernel took the CPU from (a woken task, here
+	// often wrk, preempting it; or its time slice ending).
+	Voluntary, Involuntary int64
+}
+
+// groupUsage reads the usage of the live processes of process group pgid.
+// What processes or threads that already exited used is lost, which does not
+// matter for servers that run throughout.
+func groupUsage(pgid int) usage {
+	var u usage
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0
+		return u
 	}
 	var ticks int64
 	for _, e := range entries {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		dir := "/proc/" + e.Name()
+		b, err := os.ReadFile(dir + "/stat")
 		if err != nil {
 			continue
 		}
@@ -204,8 +216,37 @@ func groupCPU(pgid int) time.Duration {
 		ut, _ := strconv.ParseInt(f[11], 10, 64)
 		st, _ := strconv.ParseInt(f[12], 10, 64)
 		ticks += ut + st
+		tasks, _ := os.ReadDir(dir + "/task")
+		for _, t := range tasks {
+			b, err := os.ReadFile(dir + "/task/" + t.Name() + "/status")
+			if err != nil {
+				continue
+			}
+			v, n := ctxtSwitches(b)
+			u.Voluntary += v
+			u.Involuntary += n
+		}
 	}
-	return time.Duration(ticks) * time.Second / clockTicks
+	u.CPU = time.Duration(ticks) * time.Second / clockTicks
+	return u
+}
+
+// ctxtSwitches reads the two context switch counts of a /proc/.../status
+// file.
+func ctxtSwitches(status []byte) (voluntary, involuntary int64) {
+	for line := range bytes.Lines(status) {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		switch string(k) {
+		case "voluntary_ctxt_switches":
+			voluntary, _ = strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+		case "nonvoluntary_ctxt_switches":
+			involuntary, _ = strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+		}
+	}
+	return voluntary, involuntary
 }
 
 // statFields splits /proc/PID/stat after the command name, which may hold

@@ -84,6 +84,15 @@ func ratio(t, base *target) (r, lo, hi float64) {
 	return mt / mb, lo, hi
 }
 
+// judged is v, or a note that a -wrk-batch run judges no goal: the goals are
+// defined with wrk sharing the cores as an ordinary task.
+func judged(o options, v string) string {
+	if o.WrkBatch && v != "" {
+		return "not judged (-wrk-batch)"
+	}
+	return v
+}
+
 // verdict checks t against its goal.
 func verdict(t *target, base *target) string {
 	g := t.Goal
@@ -168,8 +177,12 @@ func (r *report) markdown() string {
 	w("Written by `make bench` (`go run ./loadtest/bench`) on %s UTC, commit `%s`.\n\n", r.Date.Format("2006-01-02 15:04"), r.Commit)
 	w("- Machine: %d cores (%s); load average %s at the start, %s at the end; all CPUs %.0f%% busy over the run (every process on the machine, not only these).\n",
 		r.Cores, r.CPU, r.Load0, r.Load1, 100*r.BusyShare)
-	w("- Load: %s, %d threads and %d connections, sharing the cores with the servers; %v per run after a %v warm-up per target; %d rounds, every target once per round in a rotated order; GET of %s existing codes picked uniformly at random; everything on 127.0.0.1.\n",
-		r.Wrk, o.Threads, o.Connections, o.Duration, o.Warmup, o.Rounds, thousands(float64(o.Codes)))
+	sharing := "sharing the cores with the servers"
+	if o.WrkBatch {
+		sharing += " **under SCHED_BATCH** (`-wrk-batch`, a diagnostic run: wrk's wakeups do not preempt the servers; no goal is judged)"
+	}
+	w("- Load: %s, %d threads and %d connections, %s; %v per run after a %v warm-up per target; %d rounds, every target once per round in a rotated order; GET of %s existing codes picked uniformly at random; everything on 127.0.0.1.\n",
+		r.Wrk, o.Threads, o.Connections, sharing, o.Duration, o.Warmup, o.Rounds, thousands(float64(o.Codes)))
 	w("- linkgate as shipped: JSON access log (`LINKGATE_LOG_LEVEL=info`) to %s, metrics on, click counting on; limiter policies on but generous (`%s`: wrk is one address, so one bucket). nginx access logs (shipped config) to the same place.\n", logs, generous)
 	w("- Versions: %s; %s; %s. PostgreSQL: %s (a fresh database, dropped afterwards); Redis: a private redis-server without persistence.\n\n", r.Go, r.Nginx, r.Redis, r.PG)
 
@@ -198,7 +211,7 @@ func (r *report) markdown() string {
 			rat = fmt.Sprintf("%.2fx [%.2f–%.2f]", x, l, hh)
 		}
 		w("| %s | %s [%s–%s] | %.2f ms | %.2f ms [%.2f] | %s | %s | %s | %s |\n", t.Name, thousands(med), thousands(lo), thousands(hi),
-			p50, p99, p99max, vs, rat, goalText(t.Goal), verdict(t, base))
+			p50, p99, p99max, vs, rat, goalText(t.Goal), judged(o, verdict(t, base)))
 	}
 	w("\nKeys: ")
 	for i, t := range r.Targets {
@@ -209,15 +222,17 @@ func (r *report) markdown() string {
 	}
 	w(".\n\n")
 
-	w("Where the CPU went (medians over the rounds, in cores out of %d). \"server\" counts the target's own processes (nginx master and workers, linkgate, the private redis-server for production rows; not PostgreSQL); \"other\" is the rest of the machine (PostgreSQL, the kernel's share not charged to a process, anything else running). \"server CPU per request\" is the server side's CPU time over the requests answered, and \"vs\" divides it by the baseline's: unlike the rate, it does not depend on how much CPU wrk and the neighbours took.\n\n", r.Cores)
-	w("| target | server | wrk | other | whole machine | server CPU per request | vs | failed requests | log lines/request | limiter decisions/request |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n")
+	w("Where the CPU went (medians over the rounds, in cores out of %d). \"server\" counts the target's own processes (nginx master and workers, linkgate, the private redis-server for production rows; not PostgreSQL); \"other\" is the rest of the machine (PostgreSQL, the kernel's share not charged to a process, anything else running). \"server CPU per request\" is the server side's CPU time over the requests answered, and \"vs\" divides it by the baseline's: unlike the rate, it does not depend on how much CPU wrk and the neighbours took. \"preempted\" and \"blocked\" are the server threads' context switches per request (involuntary: the kernel gave the CPU to another task, mostly a wrk thread its response woke, or a slice ran out; voluntary: the thread waited, in epoll_wait or a futex). A run with `-wrk-batch` (wrk's wakeups then preempt nothing) shows what the preemptions cost.\n\n", r.Cores)
+	w("| target | server | wrk | other | whole machine | server CPU per request | vs | preempted/request | blocked/request | failed requests | log lines/request | limiter decisions/request |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n")
 	for _, t := range append(append([]*target{}, r.Targets...), r.Creates...) {
-		var srv, wrk, busy, dec, us []float64
+		var srv, wrk, busy, dec, us, pre, blk []float64
 		var errs int64
 		logs := map[int][]float64{}
 		for _, s := range t.runs {
 			srv = append(srv, s.ServerCores)
 			us = append(us, s.ServerUS)
+			pre = append(pre, s.Preempted)
+			blk = append(blk, s.Blocked)
 			wrk = append(wrk, s.WrkCores)
 			busy = append(busy, s.BusyCores)
 			errs += s.Errors()
@@ -242,8 +257,8 @@ func (r *report) markdown() string {
 		if base := byKey[t.Baseline]; base != nil {
 			vs = fmt.Sprintf("%.2fx %s", median(us)/cpuPerRequest(base), base.Key)
 		}
-		w("| %s | %.2f | %.2f | %.2f | %.2f | %.1f µs | %s | %d | %s | %s |\n", t.Key, median(srv), median(wrk), max(other, 0), median(busy),
-			median(us), vs, errs, orDash(strings.Join(ll, ", ")), decs)
+		w("| %s | %.2f | %.2f | %.2f | %.2f | %.1f µs | %s | %.3f | %.3f | %d | %s | %s |\n", t.Key, median(srv), median(wrk), max(other, 0), median(busy),
+			median(us), vs, median(pre), median(blk), errs, orDash(strings.Join(ll, ", ")), decs)
 	}
 	w("\n")
 
@@ -266,7 +281,7 @@ func (r *report) markdown() string {
 				created = fmt.Sprintf("%.3f", median(cr))
 			}
 			w("| %s | %s [%s–%s] | %.2f ms | %.2f ms [%.2f] | %s | %s | %s |\n", t.Name, thousands(med), thousands(lo), thousands(hi),
-				p50, p99, p99max, created, goalText(t.Goal), verdict(t, nil))
+				p50, p99, p99max, created, goalText(t.Goal), judged(o, verdict(t, nil)))
 		}
 		w("\nSeeding %s links with custom codes through the API (16 concurrent clients) took %v on SQLite and %v on PostgreSQL.\n\n",
 			thousands(float64(o.Codes)), r.SeedSQLite.Round(time.Millisecond), r.SeedPG.Round(time.Millisecond))

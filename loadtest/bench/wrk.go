@@ -85,6 +85,9 @@ type wrkRun struct {
 	Threads     int
 	Connections int
 	Duration    time.Duration // whole seconds, at least 1
+	// Batch runs wrk under SCHED_BATCH (chrt -b 0): its threads then never
+	// preempt a running task when they wake, only at the end of a slice.
+	Batch bool
 }
 
 // run executes wrk and returns its result and the CPU time wrk used.
@@ -100,7 +103,11 @@ func (w wrkRun) run(ctx context.Context) (wrkResult, time.Duration, error) {
 	if len(w.ScriptArgs) > 0 {
 		args = append(append(args, "--"), w.ScriptArgs...)
 	}
-	cmd := exec.CommandContext(ctx, w.Bin, args...)
+	bin, argv := w.Bin, args
+	if w.Batch {
+		bin, argv = "chrt", append([]string{"--batch", "0", w.Bin}, args...)
+	}
+	cmd := exec.CommandContext(ctx, bin, argv...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
