@@ -14,30 +14,6 @@ import (
 
 const linkColumns = "id, code, url, redirect, created_at, expires_at, clicks, updated_at"
 
-// CreateLink inserts l and sets l.ID. It converts l's times (CreatedAt,
-// ExpiresAt, UpdatedAt: normally zero) to UTC truncated to the microsecond,
-// the values stored, so l equals what a later GetLink returns. An existing
-// code gives an ECONFLICT error (the unique index decides) and leaves l
-// unchanged.
-func (s *Store) CreateLink(ctx context.Context, l *links.Link) error {
-	if l == nil {
-		return fmt.Errorf("create link: %w", links.Errorf(links.EINVALID, "no link given"))
-	}
-	created, expires, updated := normTime(l.CreatedAt), normTime(l.ExpiresAt), normTime(l.UpdatedAt)
-	var id int64
-	err := s.pool.QueryRow(ctx,
-		`INSERT INTO links (code, url, redirect, created_at, expires_at, clicks, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
-		l.Code, l.URL, l.Redirect, created, nullTime(expires), l.Clicks, nullTime(updated)).Scan(&id)
-	if isUniqueViolation(err) {
-		return fmt.Errorf("create link: %w", links.Errorf(links.ECONFLICT, "the code %q is already taken", l.Code))
-	} else if err != nil {
-		return fmt.Errorf("create link: %w", err)
-	}
-	l.ID, l.CreatedAt, l.ExpiresAt, l.UpdatedAt = id, created, expires, updated
-	return nil
-}
-
 // GetLink returns the link with the code, or an ENOTFOUND error.
 func (s *Store) GetLink(ctx context.Context, code string) (*links.Link, error) {
 	l, err := scanLink(s.pool.QueryRow(ctx, "SELECT "+linkColumns+" FROM links WHERE code = $1", code))

@@ -4,7 +4,8 @@
 // Every connection runs with synchronous_commit=on (set in the connection's
 // startup parameters, so a server or role default cannot weaken it): a commit
 // returns after its WAL record is flushed, so a method that returned nil is
-// durable. Several linkgate instances may share one database: the unique index
+// durable; concurrent creates share statements and commits (group commit, see
+// maxCreateBatch) without changing that. Several linkgate instances may share one database: the unique index
 // on links.code decides concurrent creates of one code, AddClicks locks rows
 // in id order so concurrent batches cannot deadlock, and migrations run under
 // a PostgreSQL advisory lock so instances starting together do not race.
@@ -59,6 +60,8 @@ type Store struct {
 	log  *slog.Logger
 	now  func() time.Time
 
+	creates createQueue
+
 	closeOnce sync.Once
 }
 
@@ -82,6 +85,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	s := &Store{pool: pool, log: cfg.Logger, now: cfg.Now}
+	s.creates.slots = max(1, int(pc.MaxConns)/2) // the rest of the pool stays free for reads
 	var version string
 	if err := pool.QueryRow(ctx, "SHOW server_version").Scan(&version); err != nil {
 		pool.Close()

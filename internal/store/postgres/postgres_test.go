@@ -27,7 +27,8 @@ func TestConformance(t *testing.T) {
 }
 
 // BenchmarkCreateLink measures durable (synchronous_commit=on) creates per
-// second from concurrent callers; every create is its own transaction.
+// second from concurrent callers; with more callers than create slots they
+// share statements and commits (group commit).
 func BenchmarkCreateLink(b *testing.B) {
 	url := testenv.PostgresURL(b)
 	storetest.BenchmarkCreate(b, func(b *testing.B) store.Store {
