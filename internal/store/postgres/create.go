@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -37,8 +38,18 @@ type createQueue struct {
 	running int // statements in flight
 	waiting []*createReq
 
-	// Counted for tests: INSERT statements run and rows they were sent.
+	// Counted for tests: INSERT statements run and rows they were sent
+	// (retried rows twice).
 	statements, rows int
+}
+
+// count notes a statement sent outside the slots (a batch's row-by-row
+// retry).
+func (q *createQueue) count(rows int) {
+	q.mu.Lock()
+	q.statements++
+	q.rows += rows
+	q.mu.Unlock()
 }
 
 // createReq is one CreateLink call: the row as stored, and its outcome.
@@ -58,14 +69,18 @@ type createReq struct {
 // ExpiresAt, UpdatedAt: normally zero) to UTC truncated to the microsecond,
 // the values stored, so l equals what a later GetLink returns. An existing
 // code gives an ECONFLICT error (the unique index decides) and leaves l
-// unchanged. Concurrent calls may share one INSERT and one commit (see
+// unchanged; a Redirect outside the column's range (int32) an EINVALID one.
+// Concurrent calls may share one INSERT and one commit (see
 // maxCreateBatch); nil still means the row is committed. A call whose ctx
 // ends while it is queued returns ctx's error and its row is not written;
-// once its statement is sent, as with any write that times out, whether it
-// was applied is unknown.
+// once it is taken from the queue into a batch, as with any write that times
+// out, whether it was applied is unknown.
 func (s *Store) CreateLink(ctx context.Context, l *links.Link) error {
 	if l == nil {
 		return fmt.Errorf("create link: %w", links.Errorf(links.EINVALID, "no link given"))
+	}
+	if l.Redirect < math.MinInt32 || l.Redirect > math.MaxInt32 {
+		return fmt.Errorf("create link: %w", links.Errorf(links.EINVALID, "redirect %d is out of range", l.Redirect))
 	}
 	r := &createReq{code: l.Code, url: l.URL, redirect: l.Redirect, clicks: l.Clicks,
 		created: normTime(l.CreatedAt), expires: normTime(l.ExpiresAt), updated: normTime(l.UpdatedAt),
@@ -148,9 +163,15 @@ func (s *Store) insertOne(ctx context.Context, r *createReq) (int64, error) {
 	return id, nil
 }
 
+// insertBatchSQL inserts the rows in code order: ON CONFLICT waits for
+// another transaction's uncommitted insert of the same code, so two batches
+// (of this instance or another) taking shared codes in different orders could
+// wait on each other until PostgreSQL's deadlock check; in one order they
+// only queue.
 const insertBatchSQL = `INSERT INTO links (code, url, redirect, created_at, expires_at, clicks, updated_at)
 	SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::timestamptz[], $5::timestamptz[],
-		$6::bigint[], $7::timestamptz[])
+		$6::bigint[], $7::timestamptz[]) AS t(code, url, redirect, created_at, expires_at, clicks, updated_at)
+	ORDER BY t.code COLLATE "C"
 	ON CONFLICT (code) DO NOTHING
 	RETURNING id, code`
 
@@ -158,9 +179,11 @@ const insertBatchSQL = `INSERT INTO links (code, url, redirect, created_at, expi
 // caller. A code that appears twice goes in once, with the first caller's
 // row; the others get ECONFLICT as they would one after the other. Rows the
 // unique index refuses (DO NOTHING) get ECONFLICT. When PostgreSQL rejects
-// the statement (nothing was written), each row is inserted again on its own
-// so only the bad ones fail; any other error (connection, deadline: whether
-// it committed is unknown) is every caller's.
+// the statement for its rows' data or breaks a deadlock (rowRejected: the
+// statement was rolled back, nothing was written), each row whose caller
+// still waits is inserted again on its own, so only the bad ones fail; any
+// other error (connection, server shutting down, deadline: whether it
+// committed is unknown) is every caller's.
 func (s *Store) insertBatch(batch []*createReq) {
 	ctx, cancel := batchContext(batch)
 	defer cancel()
@@ -175,11 +198,15 @@ func (s *Store) insertBatch(batch []*createReq) {
 		rows = append(rows, r)
 	}
 	err := s.insertRows(ctx, rows)
-	var pgErr *pgconn.PgError
 	switch {
-	case errors.As(err, &pgErr):
+	case rowRejected(err):
 		for _, r := range batch {
-			r.id, r.err = s.insertOne(ctx, r)
+			if r.ctx.Err() != nil {
+				r.err = fmt.Errorf("create link: %w", r.ctx.Err())
+			} else {
+				s.creates.count(1)
+				r.id, r.err = s.insertOne(ctx, r)
+			}
 			close(r.done)
 		}
 		return
@@ -233,19 +260,43 @@ func (s *Store) insertRows(ctx context.Context, rows []*createReq) error {
 	return res.Err()
 }
 
-// batchContext bounds a batch by the latest deadline among its callers (none
-// if one of them has none), so no caller's statement is cut shorter than its
-// own call would have been; it is cancelled by no single caller.
+// rowRejected reports whether err is PostgreSQL refusing a statement for
+// what its rows hold (data exceptions, integrity violations other than the
+// unique index's, which ON CONFLICT absorbs, program limits such as an index
+// row too large) or ending it to break a deadlock or a serialization
+// failure: errors one row can cause and that roll back the statement.
+// Connection, authentication and shutdown errors, which every row would
+// meet again, are not.
+func rowRejected(err error) bool {
+	var e *pgconn.PgError
+	if !errors.As(err, &e) || len(e.Code) != 5 {
+		return false
+	}
+	switch e.Code[:2] {
+	case "22", "23", "54":
+		return true
+	}
+	return e.Code == "40P01" || e.Code == "40001"
+}
+
+// batchWithoutDeadline bounds a batch one of whose callers set no deadline
+// (the server's calls always have one, from store.Bound).
+const batchWithoutDeadline = time.Minute
+
+// batchContext bounds a batch by the latest deadline among its callers (or
+// batchWithoutDeadline when one has none), so no caller's statement is cut
+// shorter than its own call would have been; no single caller cancels it,
+// and it carries none of their values.
 func batchContext(batch []*createReq) (context.Context, context.CancelFunc) {
 	var latest time.Time
 	for _, r := range batch {
 		d, ok := r.ctx.Deadline()
 		if !ok {
-			return context.WithCancel(context.WithoutCancel(batch[0].ctx))
+			return context.WithTimeout(context.Background(), batchWithoutDeadline)
 		}
 		if d.After(latest) {
 			latest = d
 		}
 	}
-	return context.WithDeadline(context.WithoutCancel(batch[0].ctx), latest)
+	return context.WithDeadline(context.Background(), latest)
 }

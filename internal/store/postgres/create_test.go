@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/linkgate/linkgate/internal/links"
 	"github.com/linkgate/linkgate/internal/testenv"
 )
@@ -25,7 +27,15 @@ type held struct {
 
 func holdCreates(t *testing.T, s *Store) *held {
 	t.Helper()
-	conn, err := pgx.Connect(t.Context(), s.pool.Config().ConnString())
+	return holdCreatesOf(t, s)[0]
+}
+
+// holdCreatesOf holds the creates of several Stores on one database under
+// one lock (a second SHARE lock would queue behind the first Store's waiting
+// inserts); unlocking any of them releases them all.
+func holdCreatesOf(t *testing.T, ss ...*Store) []*held {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), ss[0].pool.Config().ConnString())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,19 +47,24 @@ func holdCreates(t *testing.T, s *Store) *held {
 	if _, err := tx.Exec(t.Context(), "LOCK TABLE links IN SHARE MODE"); err != nil {
 		t.Fatal(err)
 	}
-	h := &held{s: s, lock: tx, errs: make(chan error, s.creates.slots)}
-	for i := range s.creates.slots {
-		h.fillers.Go(func() {
-			h.errs <- s.CreateLink(context.Background(), newLink(fmt.Sprintf("slot%03d", i), "https://example.com/slot"))
+	var hs []*held
+	for j, s := range ss {
+		h := &held{s: s, lock: tx, errs: make(chan error, s.creates.slots)}
+		for i := range s.creates.slots {
+			h.fillers.Go(func() {
+				h.errs <- s.CreateLink(context.Background(),
+					newLink(fmt.Sprintf("slot%d-%d", j, i), "https://example.com/slot"))
+			})
+		}
+		testenv.WaitFor(t, 10*time.Second, "every create slot to be taken", func() bool {
+			q := &s.creates
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			return q.running == q.slots
 		})
+		hs = append(hs, h)
 	}
-	testenv.WaitFor(t, 10*time.Second, "every create slot to be taken", func() bool {
-		q := &s.creates
-		q.mu.Lock()
-		defer q.mu.Unlock()
-		return q.running == q.slots
-	})
-	return h
+	return hs
 }
 
 // queue starts a CreateLink of l under ctx and returns its outcome's channel.
@@ -72,9 +87,19 @@ func (h *held) waitQueued(t *testing.T, n int) {
 // release drops the table lock and checks the slot fillers succeeded.
 func (h *held) release(t *testing.T) {
 	t.Helper()
+	h.unlock(t)
+	h.wait(t)
+}
+
+func (h *held) unlock(t *testing.T) {
+	t.Helper()
 	if err := h.lock.Commit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func (h *held) wait(t *testing.T) {
+	t.Helper()
 	h.fillers.Wait()
 	for range h.s.creates.slots {
 		if err := <-h.errs; err != nil {
@@ -177,6 +202,10 @@ func TestQueuedCreatesConflict(t *testing.T) {
 	if got, err := h.s.GetLink(t.Context(), "dup0001"); err != nil || *got != *winner {
 		t.Fatalf("dup0001 = %+v, %v; want the winner's row %+v", got, err, winner)
 	}
+	// The refusals came from the batch itself, not from a row-by-row retry.
+	if statements, _ := h.counts(); statements != 1+h.s.creates.slots+1 {
+		t.Fatalf("%d statements, want %d (taken01, the slot fillers, one batch)", statements, 1+h.s.creates.slots+1)
+	}
 }
 
 // A row PostgreSQL rejects fails alone: the batch is retried row by row.
@@ -230,5 +259,103 @@ func TestQueuedCreateCancelledIsNotWritten(t *testing.T) {
 	}
 	if _, err := h.s.GetLink(t.Context(), kept.Code); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A redirect the integer column cannot hold is refused, never stored wrapped.
+func TestCreateRedirectOutOfRange(t *testing.T) {
+	s := openTest(t, testenv.PostgresURL(t))
+	l := newLink("wrap001", "https://example.com/")
+	l.Redirect = math.MaxInt32 + 303
+	if err := s.CreateLink(t.Context(), l); links.ErrorCode(err) != links.EINVALID {
+		t.Fatalf("redirect %d: %v, want EINVALID", l.Redirect, err)
+	}
+}
+
+// Only errors one row can cause send a batch back row by row.
+func TestRowRejected(t *testing.T) {
+	for code, want := range map[string]bool{
+		"22021": true, "22001": true, "23502": true, "54000": true, "40P01": true, "40001": true,
+		"08006": false, "53300": false, "57P01": false, "57P03": false, "28P01": false, "25006": false, "": false,
+	} {
+		if got := rowRejected(fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: code})); got != want {
+			t.Errorf("rowRejected(%q) = %v, want %v", code, got, want)
+		}
+	}
+	if rowRejected(context.DeadlineExceeded) || rowRejected(nil) {
+		t.Error("a non-PostgreSQL error sends the batch back row by row")
+	}
+}
+
+// A batch runs until its last caller's deadline, whichever caller sent it.
+func TestBatchContext(t *testing.T) {
+	base := time.Now()
+	req := func(d time.Duration) *createReq {
+		ctx, cancel := context.WithDeadline(context.Background(), base.Add(d))
+		t.Cleanup(cancel)
+		return &createReq{ctx: ctx}
+	}
+	ctx, cancel := batchContext([]*createReq{req(time.Second), req(3 * time.Second), req(2 * time.Second)})
+	defer cancel()
+	if d, ok := ctx.Deadline(); !ok || !d.Equal(base.Add(3*time.Second)) {
+		t.Fatalf("deadline %v, %v; want the latest, %v", d, ok, base.Add(3*time.Second))
+	}
+	gone, stop := context.WithCancel(context.Background())
+	stop()
+	ctx2, cancel2 := batchContext([]*createReq{{ctx: gone}, req(time.Second)})
+	defer cancel2()
+	if d, ok := ctx2.Deadline(); !ok || time.Until(d) < batchWithoutDeadline-time.Second {
+		t.Fatalf("deadline %v, %v; want about %v from now for a caller without one", d, ok, batchWithoutDeadline)
+	}
+	if ctx2.Err() != nil {
+		t.Fatal("a cancelled caller cancelled the whole batch")
+	}
+}
+
+// Two instances whose batches hold the same codes, queued in opposite orders,
+// give each code to exactly one caller, and neither batch is sent back row by
+// row (as it would be if they deadlocked: PostgreSQL ends one after a second).
+func TestQueuedCreatesOfTwoInstancesOverlap(t *testing.T) {
+	url := testenv.PostgresURL(t)
+	hs := holdCreatesOf(t, openTest(t, url), openTest(t, url))
+	a, b := hs[0], hs[1]
+	const n = 30
+	type call struct {
+		l   *links.Link
+		out <-chan error
+	}
+	ca, cb := make([]call, n), make([]call, n)
+	for i := range n { // one at a time, so the queues' orders are known
+		l := newLink(fmt.Sprintf("ovl%03d", i), "https://a.example/")
+		ca[i] = call{l, a.queue(t.Context(), l)}
+		a.waitQueued(t, i+1)
+	}
+	for i := n - 1; i >= 0; i-- {
+		l := newLink(fmt.Sprintf("ovl%03d", i), "https://b.example/")
+		cb[i] = call{l, b.queue(t.Context(), l)}
+		b.waitQueued(t, n-i)
+	}
+	a.unlock(t) // b's too
+	a.wait(t)
+	b.wait(t)
+	for i := range n {
+		ea, eb := <-ca[i].out, <-cb[i].out
+		winner := ca[i].l
+		switch {
+		case ea == nil && links.ErrorCode(eb) == links.ECONFLICT:
+		case eb == nil && links.ErrorCode(ea) == links.ECONFLICT:
+			winner = cb[i].l
+		default:
+			t.Fatalf("%s: %v and %v, want one nil and one ECONFLICT", ca[i].l.Code, ea, eb)
+		}
+		if got, err := a.s.GetLink(t.Context(), winner.Code); err != nil || *got != *winner {
+			t.Fatalf("%s = %+v, %v; want the winner's row %+v", winner.Code, got, err, winner)
+		}
+	}
+	for name, h := range map[string]*held{"a": a, "b": b} {
+		if statements, _ := h.counts(); statements != h.s.creates.slots+1 {
+			t.Errorf("instance %s: %d statements, want %d (slot fillers, one batch, no row-by-row retry)",
+				name, statements, h.s.creates.slots+1)
+		}
 	}
 }
