@@ -114,6 +114,24 @@ func (h *held) counts() (statements, rows int) {
 	return h.s.creates.statements, h.s.creates.rows
 }
 
+// oneWins checks that of two creates of one code (la answered errA, lb
+// errB) exactly one succeeded, the other got ECONFLICT, and s holds the
+// winner's row.
+func oneWins(t *testing.T, s *Store, la *links.Link, errA error, lb *links.Link, errB error) {
+	t.Helper()
+	winner := la
+	switch {
+	case errA == nil && links.ErrorCode(errB) == links.ECONFLICT:
+	case errB == nil && links.ErrorCode(errA) == links.ECONFLICT:
+		winner = lb
+	default:
+		t.Fatalf("%s twice: %v and %v, want one nil and one ECONFLICT", la.Code, errA, errB)
+	}
+	if got, err := s.GetLink(t.Context(), winner.Code); err != nil || *got != *winner {
+		t.Fatalf("%s = %+v, %v; want the winner's row %+v", winner.Code, got, err, winner)
+	}
+}
+
 func newLink(code, url string) *links.Link {
 	return &links.Link{Code: code, URL: url, Redirect: links.RedirectFound, CreatedAt: time.Now()}
 }
@@ -190,18 +208,7 @@ func TestQueuedCreatesConflict(t *testing.T) {
 	if got, err := h.s.GetLink(t.Context(), "taken01"); err != nil || got.URL != taken.URL {
 		t.Fatalf("taken01 = %+v, %v; want the first URL kept", got, err)
 	}
-	errA, errB := <-outA, <-outB
-	winner := dupA
-	switch {
-	case errA == nil && links.ErrorCode(errB) == links.ECONFLICT:
-	case errB == nil && links.ErrorCode(errA) == links.ECONFLICT:
-		winner = dupB
-	default:
-		t.Fatalf("one code twice in a batch: %v and %v, want one nil and one ECONFLICT", errA, errB)
-	}
-	if got, err := h.s.GetLink(t.Context(), "dup0001"); err != nil || *got != *winner {
-		t.Fatalf("dup0001 = %+v, %v; want the winner's row %+v", got, err, winner)
-	}
+	oneWins(t, h.s, dupA, <-outA, dupB, <-outB)
 	// The refusals came from the batch itself, not from a row-by-row retry.
 	if statements, _ := h.counts(); statements != 1+h.s.creates.slots+1 {
 		t.Fatalf("%d statements, want %d (taken01, the slot fillers, one batch)", statements, 1+h.s.creates.slots+1)
@@ -339,18 +346,7 @@ func TestQueuedCreatesOfTwoInstancesOverlap(t *testing.T) {
 	a.wait(t)
 	b.wait(t)
 	for i := range n {
-		ea, eb := <-ca[i].out, <-cb[i].out
-		winner := ca[i].l
-		switch {
-		case ea == nil && links.ErrorCode(eb) == links.ECONFLICT:
-		case eb == nil && links.ErrorCode(ea) == links.ECONFLICT:
-			winner = cb[i].l
-		default:
-			t.Fatalf("%s: %v and %v, want one nil and one ECONFLICT", ca[i].l.Code, ea, eb)
-		}
-		if got, err := a.s.GetLink(t.Context(), winner.Code); err != nil || *got != *winner {
-			t.Fatalf("%s = %+v, %v; want the winner's row %+v", winner.Code, got, err, winner)
-		}
+		oneWins(t, a.s, ca[i].l, <-ca[i].out, cb[i].l, <-cb[i].out)
 	}
 	for name, h := range map[string]*held{"a": a, "b": b} {
 		if statements, _ := h.counts(); statements != h.s.creates.slots+1 {

@@ -5,10 +5,12 @@
 // startup parameters, so a server or role default cannot weaken it): a commit
 // returns after its WAL record is flushed, so a method that returned nil is
 // durable; concurrent creates share statements and commits (group commit, see
-// maxCreateBatch) without changing that. Several linkgate instances may share one database: the unique index
-// on links.code decides concurrent creates of one code, AddClicks locks rows
-// in id order so concurrent batches cannot deadlock, and migrations run under
-// a PostgreSQL advisory lock so instances starting together do not race.
+// maxCreateBatch) without changing that. Several linkgate instances may share
+// one database: the unique index on links.code decides concurrent creates of
+// one code (batches insert in code order, so two cannot deadlock), AddClicks
+// locks rows in id order so concurrent batches cannot deadlock, and
+// migrations run under a PostgreSQL advisory lock so instances starting
+// together do not race.
 //
 // Times are timestamptz (microsecond precision) and read back in UTC.
 //
