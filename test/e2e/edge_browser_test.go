@@ -160,7 +160,10 @@ func TestEdgeBrowser(t *testing.T) {
 	denied := edgeServeWeb(t)
 	s := startServer(t, "sqlite://"+t.TempDir()+"/browser.db",
 		"LINKGATE_CORS_ORIGINS="+allowed.URL,
-		"LINKGATE_RATELIMIT_CREATE=100/1m:4")
+		// Four creates, then one every 15 minutes: the page's submits can
+		// take longer than a fast refill's interval on a loaded machine (at
+		// 100/1m a token came back every 0.6 s and the quota never ran out).
+		"LINKGATE_RATELIMIT_CREATE=4/1h:4")
 
 	// What the API sends a browser from the allowed origin.
 	probe := do(t, "POST", s.URL+"/api/v1/links", []byte(`{"url":"https://example.com/browser/probe"}`), jsonCT, "Origin: "+allowed.URL)
