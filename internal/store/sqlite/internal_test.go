@@ -225,3 +225,75 @@ func TestWritersNeverSeeBusy(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// The click flush's UPDATE joins json_each to links by the code index: one
+// lookup per code, never a scan of links per code (or per flush).
+func TestAddClicksPlan(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "plan.db"))
+	rows, err := s.w.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+addClicksSQL, `{"a":1}`, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(plan, "; ")
+	if !strings.Contains(joined, "SEARCH links USING INDEX") || strings.Contains(joined, "SCAN links") {
+		t.Fatalf("plan of the click UPDATE: %s; want a search of links by its code index", joined)
+	}
+}
+
+// A flush of more codes than one statement carries adds every count once,
+// and codes JSON has to escape (or that are not UTF-8) match themselves.
+func TestAddClicksChunksAndOddCodes(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "chunks.db"))
+	ctx := t.Context()
+	odd := []string{`q"uote`, `back\slash`, "ctl\x01\x1f", "tab\there", "bad\xff\xfe", "ünï", "emoji😀"}
+	codes := append([]string{}, odd...)
+	for i := range 2*addClicksChunk + 5 {
+		codes = append(codes, fmt.Sprintf("chunk%05d", i))
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range codes {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO links (code, url, redirect, created_at, clicks) VALUES (?, 'https://example.com/', 302, 0, 1)", c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	counts := make(map[string]int64, len(codes)+1)
+	for i, c := range codes {
+		counts[c] = int64(i + 1)
+	}
+	counts["chunk-ghost"] = 5
+	if err := s.AddClicks(ctx, counts); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range codes {
+		l, err := s.GetLink(ctx, c)
+		if err != nil {
+			t.Fatalf("%q: %v", c, err)
+		}
+		if l.Clicks != 1+counts[c] {
+			t.Fatalf("%q has %d clicks, want %d", c, l.Clicks, 1+counts[c])
+		}
+	}
+	var n int
+	if err := s.w.QueryRowContext(ctx, "SELECT count(*) FROM links").Scan(&n); err != nil || n != len(codes) {
+		t.Fatalf("%d links after the flush (%v), want %d", n, err, len(codes))
+	}
+}

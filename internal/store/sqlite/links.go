@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/linkgate/linkgate/internal/links"
@@ -105,10 +107,17 @@ func (s *Store) ListLinks(ctx context.Context, p links.ListParams) ([]*links.Lin
 	return out, nil
 }
 
-// AddClicks adds each count to its link's clicks in one transaction, with one
-// prepared UPDATE run per code, and sets UpdatedAt of each changed link to
-// Config.Now (never moving it backwards). Unknown codes and zero counts are
-// skipped; a negative count is an EINVALID error and nothing is written.
+// AddClicks adds each count to its link's clicks in one transaction and sets
+// UpdatedAt of each changed link to Config.Now (never moving it backwards).
+// Unknown codes and zero counts are skipped; a negative count is an EINVALID
+// error and nothing is written.
+//
+// The counts go to SQLite as one JSON object per statement, of up to
+// addClicksChunk "code": count members that one UPDATE ... FROM json_each
+// joins to the links by the code index: a flush under load carries thousands of
+// codes, and an UPDATE run per code paid database/sql's and the driver's
+// per-statement work (a goroutine each, argument conversion, the step) for
+// every one, 5.6-6.8 µs per code at 10,000 codes (BenchmarkAddClicks).
 func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 	codes, err := check.ClickCodes(counts)
 	if err != nil || len(codes) == 0 {
@@ -120,14 +129,10 @@ func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 	}
 	defer func() { _ = tx.Rollback() }() // a no-op after Commit
 	now := normTime(s.now()).UnixMicro()
-	stmt, err := tx.PrepareContext(ctx,
-		"UPDATE links SET clicks = clicks + ?1, updated_at = max(coalesce(updated_at, ?2), ?2) WHERE code = ?3")
-	if err != nil {
-		return fmt.Errorf("add clicks: %w", err)
-	}
-	defer stmt.Close()
-	for _, code := range codes {
-		if _, err := stmt.ExecContext(ctx, counts[code], now, code); err != nil {
+	var batch []byte
+	for chunk := range slices.Chunk(codes, addClicksChunk) {
+		batch = appendClickBatch(batch[:0], chunk, counts)
+		if _, err := tx.ExecContext(ctx, addClicksSQL, string(batch), now); err != nil {
 			return fmt.Errorf("add clicks: %w", err)
 		}
 	}
@@ -135,6 +140,53 @@ func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 		return fmt.Errorf("add clicks: %w", err)
 	}
 	return nil
+}
+
+// addClicksSQL adds the counts of the JSON object ?1 ({"code": count, ...};
+// json_each gives each member's key and value without parsing it again),
+// stamping ?2. json_each drives the join: SQLite estimates a table-valued
+// function at a few rows, so it is the outer loop and each pair is one
+// lookup on the unique index on code (TestAddClicksPlan holds this).
+const addClicksSQL = `UPDATE links SET clicks = clicks + c.n, updated_at = max(coalesce(updated_at, ?2), ?2)
+	FROM (SELECT key AS code, value AS n FROM json_each(?1)) AS c
+	WHERE links.code = c.code`
+
+// addClicksChunk bounds one statement's JSON (about 20 bytes a code) so a
+// flush of a million codes never builds one huge string.
+const addClicksChunk = 4096
+
+// appendClickBatch appends the JSON object {"code": count, ...} of codes
+// (distinct, as map keys are).
+func appendClickBatch(b []byte, codes []string, counts map[string]int64) []byte {
+	b = append(b, '{')
+	for i, code := range codes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, code)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, counts[code], 10)
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string. Bytes from 0x80 up pass
+// through as they are, so a code that is not valid UTF-8 still matches
+// itself (encoding/json would replace them with U+FFFD).
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
 
 // CreateAPIKey inserts k, or returns an ECONFLICT error when k.ID exists. The

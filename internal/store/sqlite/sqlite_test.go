@@ -47,3 +47,14 @@ func TestAddClicksStampsUpdatedAtMonotonically(t *testing.T) {
 		return s
 	})
 }
+
+// BenchmarkAddClicks measures one click flush into a durable database.
+func BenchmarkAddClicks(b *testing.B) {
+	storetest.BenchmarkAddClicks(b, func(b *testing.B) store.Store {
+		s, err := sqlite.Open(b.Context(), sqlite.Config{Path: filepath.Join(b.TempDir(), "bench.db")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	})
+}

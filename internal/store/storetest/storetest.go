@@ -836,3 +836,36 @@ func listAll(t *testing.T, s store.Store, n int) []*links.Link {
 	}
 	return all
 }
+
+// BenchmarkAddClicks measures one click flush: a batch of counts for n
+// links (n of 100 and 10,000, every code in the table), applied as
+// clicks.Counter applies it. It reports the cost per code, the unit a
+// redirect pays for (a flush under load carries about one code per
+// redirect of the last interval when traffic spreads over many links).
+// open returns a Store for b, closed by the benchmark.
+func BenchmarkAddClicks(b *testing.B, open func(b *testing.B) store.Store) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("codes=%d", n), func(b *testing.B) {
+			s := open(b)
+			defer s.Close()
+			prefix := fmt.Sprintf("ac%d-%d-", n, time.Now().UnixNano())
+			created := time.Now().UTC().Truncate(time.Microsecond)
+			counts := make(map[string]int64, n)
+			for i := range n {
+				l := &links.Link{Code: fmt.Sprintf("%s%d", prefix, i), URL: "https://example.com/some/long/path",
+					Redirect: links.RedirectFound, CreatedAt: created}
+				if err := s.CreateLink(b.Context(), l); err != nil {
+					b.Fatal(err)
+				}
+				counts[l.Code] = int64(i%7 + 1)
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if err := s.AddClicks(b.Context(), counts); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/code")
+		})
+	}
+}
