@@ -184,7 +184,8 @@ func TestNegativeEntries(t *testing.T) {
 // Negative entries end after NegativeTTL in both tiers, without Invalidate.
 func TestNegativeEntryExpires(t *testing.T) {
 	src := newSource()
-	a, _, _, _ := sharedPair(t, src, func(c *Config) { c.NegativeTTL = 200 * time.Millisecond })
+	// A second, not less: the two resolves below must fall within one TTL.
+	a, _, _, _ := sharedPair(t, src, func(c *Config) { c.NegativeTTL = time.Second })
 	mustNotFound(t, a, "later01")
 	mustNotFound(t, a, "later01")
 	if n := src.reads.Load(); n != 1 {
@@ -728,12 +729,15 @@ func TestNewConfig(t *testing.T) {
 
 // An invalidation still pending when Run's context ends (shutdown) gets one
 // last try: here periodic retries are an hour apart, so only the final pass
-// can reach Redis and B.
+// can reach Redis and B. A's Redis timeout is 500ms, not the 50ms default:
+// the last try is a single attempt on a fresh connection (the timed-out one
+// was dropped), and the pause (3s) must outlast the Invalidate it fails.
 func TestPendingInvalidationRetriedAtExit(t *testing.T) {
 	r := testenv.StartRedis(t)
 	want := testLink("exit001")
 	src := newSource(want)
-	a := newCache(t, Config{Source: src, Redis: redisClient(t, r.URL()), RetryInterval: time.Hour})
+	a := newCache(t, Config{Source: src, Redis: redisClient(t, r.URL()), RetryInterval: time.Hour,
+		RedisTimeout: 500 * time.Millisecond})
 	b := newCache(t, Config{Source: src, Redis: redisClient(t, r.URL())})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -745,7 +749,7 @@ func TestPendingInvalidationRetriedAtExit(t *testing.T) {
 	admin := redisClient(t, r.URL())
 
 	src.del(want.Code)
-	if err := admin.Do(t.Context(), "CLIENT", "PAUSE", "500", "WRITE").Err(); err != nil {
+	if err := admin.Do(t.Context(), "CLIENT", "PAUSE", "3000", "WRITE").Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Invalidate(t.Context(), want.Code); err == nil {
@@ -870,7 +874,7 @@ func TestPipelinedInvalidationsAfterScriptFlush(t *testing.T) {
 	r := testenv.StartRedis(t)
 	codes := []string{"flush01", "flush02", "flush03"}
 	src := newSource()
-	a := newCache(t, Config{Source: src, Redis: redisClient(t, r.URL())})
+	a := newCache(t, Config{Source: src, Redis: redisClient(t, r.URL()), RedisTimeout: testRedisTimeout})
 	admin := redisClient(t, r.URL())
 	for _, code := range codes {
 		if err := admin.Set(t.Context(), a.linkKey(code), "x", time.Hour).Err(); err != nil {

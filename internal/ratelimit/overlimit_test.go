@@ -64,14 +64,17 @@ func TestOverLimitCache(t *testing.T) {
 	}
 
 	// After the wait, redis decides again and allows.
-	fast := mustPolicy(t, "redirect", "5/1s:1") // a token every 200ms
+	fast := mustPolicy(t, "redirect", "1/1s:1") // a token every second
 	allow(t, o, fast, "bot2", 1)
 	before := next.calls.Load()
 	testenv.WaitFor(t, 5*time.Second, "the bot's next token", func() bool { return allow(t, o, fast, "bot2", 1).Allowed })
 	// The first denial and the final allow reach redis; the polls between
-	// them (every 5ms for ~200ms) are answered by the cache.
-	if n := next.calls.Load() - before; n < 2 || n > 3 {
-		t.Fatalf("%d calls reached redis while polling through the denial; want 2 (3 if the clock ticks oddly)", n)
+	// them (every 5ms for ~1s, some 200) are answered by the cache. A denial
+	// is cached from before its call, so the entry can end up to that call's
+	// time before the token arrives and one or two more polls reach redis
+	// and are denied (and cached) again when calls are slow.
+	if n := next.calls.Load() - before; n < 2 || n > 4 {
+		t.Fatalf("%d calls reached redis while polling through the denial; want 2 (up to 4 when calls are slow)", n)
 	}
 }
 
