@@ -366,7 +366,7 @@ func TestLeaserExactNearExhaustion(t *testing.T) {
 	_, c, prefix := sharedRedis(t)
 	p := mustPolicy(t, "redirect", "1/1h:5")
 	p.FailOpen = true
-	l, next := newLeaseStack(t, c, prefix, 5*time.Second, LeaseConfig{Size: 16}, FallbackConfig{})
+	l, next := newLeaseStack(t, c, prefix, 5*time.Second, LeaseConfig{Size: 16, MaxAge: time.Hour}, FallbackConfig{})
 	for i := range int64(5) {
 		d := allow(t, l, p, "one", 1)
 		if !d.Allowed || d.Remaining != 4-i || d.Limit != 5 || d.RetryAfter != 0 || d.Reset <= 0 {
@@ -394,7 +394,7 @@ func TestLeaserExactNearExhaustion(t *testing.T) {
 		t.Fatalf("%d calls to the Fallback for 6 decisions", calls)
 	}
 
-	other, _ := newLeaseStack(t, c, prefix, 5*time.Second, LeaseConfig{Size: 16}, FallbackConfig{})
+	other, _ := newLeaseStack(t, c, prefix, 5*time.Second, LeaseConfig{Size: 16, MaxAge: time.Hour}, FallbackConfig{})
 	instances := []*Leaser{l, other}
 	var got []bool
 	for i := range 12 {
@@ -778,7 +778,7 @@ func TestLeaserTakesAhead(t *testing.T) {
 // unchanged and leave the lease alone; invalid requests are refused.
 func TestLeaserPassesThrough(t *testing.T) {
 	_, c, prefix := sharedRedis(t)
-	l, next := newLeaseStack(t, c, prefix, 5*time.Second, LeaseConfig{}, FallbackConfig{})
+	l, next := newLeaseStack(t, c, prefix, 5*time.Second, LeaseConfig{MaxAge: time.Hour}, FallbackConfig{})
 	p := mustPolicy(t, "api", "100/1h:100")
 	allow(t, l, p, "k", 1)
 	allow(t, l, p, "k", 1) // a lease of 4
@@ -829,7 +829,7 @@ func TestLeaserBoundedMemory(t *testing.T) {
 // Fiber's c.IP() may be) is copied before it is stored.
 func TestLeaserCopiesKey(t *testing.T) {
 	_, c, prefix := sharedRedis(t)
-	l, next := newLeaseStack(t, c, prefix, 5*time.Second, LeaseConfig{}, FallbackConfig{})
+	l, next := newLeaseStack(t, c, prefix, 5*time.Second, LeaseConfig{MaxAge: time.Hour}, FallbackConfig{})
 	p := mustPolicy(t, "redirect", "100/1h:100")
 	buf := []byte("10.0.0.1")
 	allow(t, l, p, unsafe.String(&buf[0], len(buf)), 1)
@@ -858,7 +858,7 @@ func TestLeaserHitLeavesCtxAlone(t *testing.T) {
 	next := deciderFunc(func(_ context.Context, p Policy, _ string, cost int64) (Decision, error) {
 		return Decision{Allowed: true, Limit: p.Burst, Remaining: p.Burst - cost, Source: SourceRedis}, nil
 	})
-	l, err := NewLeaser(LeaseConfig{Next: next, Size: 4}) // below aheadMin: never taken ahead
+	l, err := NewLeaser(LeaseConfig{Next: next, Size: 4, MaxAge: time.Hour}) // below aheadMin: never taken ahead
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -471,7 +471,7 @@ func TestKeyByIPAllocatesOnce(t *testing.T) {
 // first, on an allowed response and on the inner limiter's 429; the legacy
 // fields are the inner limiter's.
 func TestNestedLimitersListBothPolicies(t *testing.T) {
-	local := NewLocalLimiter(LocalConfig{})
+	local := NewLocalLimiter(LocalConfig{Now: newFakeClock().Now}) // the t values assume no refill between requests
 	mw := func(name, spec string) fiber.Handler {
 		h, err := New(Config{Policy: mustPolicy(t, name, spec), Decider: local, KeyFunc: byHeader, LegacyHeaders: true})
 		if err != nil {
