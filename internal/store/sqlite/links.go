@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/linkgate/linkgate/internal/links"
@@ -114,10 +115,18 @@ func (s *Store) ListLinks(ctx context.Context, p links.ListParams) ([]*links.Lin
 //
 // The counts go to SQLite as one JSON object per statement, of up to
 // addClicksChunk "code": count members that one UPDATE ... FROM json_each
-// joins to the links by the code index: a flush under load carries thousands of
-// codes, and an UPDATE run per code paid database/sql's and the driver's
+// joins to the links by the code index: a flush under load carries thousands
+// of codes, and an UPDATE run per code paid database/sql's and the driver's
 // per-statement work (a goroutine each, argument conversion, the step) for
 // every one, 5.6-6.8 µs per code at 10,000 codes (BenchmarkAddClicks).
+//
+// That join is only fast in the order SQLite picks without statistics (the
+// JSON outer, one index search per code). After an ANALYZE of a small table
+// (nothing in linkgate runs one, an operator may) it puts links outer and
+// walks the whole JSON for every link, which would hold the single writer
+// for minutes once the table has grown. So each flush asks for the plan
+// first (one EXPLAIN, tens of µs) and, when it is not the indexed one,
+// falls back to one prepared UPDATE per code.
 func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 	codes, err := check.ClickCodes(counts)
 	if err != nil || len(codes) == 0 {
@@ -129,11 +138,28 @@ func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 	}
 	defer func() { _ = tx.Rollback() }() // a no-op after Commit
 	now := normTime(s.now()).UnixMicro()
-	var batch []byte
-	for chunk := range slices.Chunk(codes, addClicksChunk) {
-		batch = appendClickBatch(batch[:0], chunk, counts)
-		if _, err := tx.ExecContext(ctx, addClicksSQL, string(batch), now); err != nil {
+	joined, err := clickJoinIndexed(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("add clicks: %w", err)
+	}
+	if joined {
+		var batch []byte
+		for chunk := range slices.Chunk(codes, addClicksChunk) {
+			batch = appendClickBatch(batch[:0], chunk, counts)
+			if _, err := tx.ExecContext(ctx, addClicksSQL, string(batch), now); err != nil {
+				return fmt.Errorf("add clicks: %w", err)
+			}
+		}
+	} else {
+		stmt, err := tx.PrepareContext(ctx, addClickSQL)
+		if err != nil {
 			return fmt.Errorf("add clicks: %w", err)
+		}
+		defer stmt.Close()
+		for _, code := range codes {
+			if _, err := stmt.ExecContext(ctx, counts[code], now, code); err != nil {
+				return fmt.Errorf("add clicks: %w", err)
+			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -144,12 +170,40 @@ func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 
 // addClicksSQL adds the counts of the JSON object ?1 ({"code": count, ...};
 // json_each gives each member's key and value without parsing it again),
-// stamping ?2. json_each drives the join: SQLite estimates a table-valued
-// function at a few rows, so it is the outer loop and each pair is one
-// lookup on the unique index on code (TestAddClicksPlan holds this).
+// stamping ?2. See AddClicks for its plan.
 const addClicksSQL = `UPDATE links SET clicks = clicks + c.n, updated_at = max(coalesce(updated_at, ?2), ?2)
 	FROM (SELECT key AS code, value AS n FROM json_each(?1)) AS c
 	WHERE links.code = c.code`
+
+// addClickSQL is the fallback: count ?1 for the code ?3, stamping ?2.
+const addClickSQL = "UPDATE links SET clicks = clicks + ?1, updated_at = max(coalesce(updated_at, ?2), ?2) WHERE code = ?3"
+
+// clickJoinIndexed reports whether SQLite would run addClicksSQL with the
+// JSON as the outer loop and an index search of links for each member. The
+// plan does not depend on the JSON's content, only on the schema and the
+// statistics.
+func clickJoinIndexed(ctx context.Context, tx *sql.Tx) (bool, error) {
+	rows, err := tx.QueryContext(ctx, "EXPLAIN QUERY PLAN "+addClicksSQL, "{}", 0)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	var steps []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			return false, err
+		}
+		steps = append(steps, detail)
+	}
+	if err := rows.Err(); err != nil {
+		return false, err
+	}
+	// Two steps: scan the JSON, then search links by the code index.
+	return len(steps) == 2 && strings.HasPrefix(steps[0], "SCAN json_each") &&
+		strings.HasPrefix(steps[1], "SEARCH links USING INDEX"), nil
+}
 
 // addClicksChunk bounds one statement's JSON (about 20 bytes a code) so a
 // flush of a million codes never builds one huge string.
