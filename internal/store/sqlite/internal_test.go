@@ -267,12 +267,11 @@ func TestAddClicksPlan(t *testing.T) {
 			t.Fatalf("%s: plan0007 has %d clicks (%v), want %d", what, got, err, want)
 		}
 	}
+	stored := map[string]int64{}
 	for i := range 10 {
-		if _, err := s.w.ExecContext(ctx, "INSERT INTO links (code, url, redirect, created_at, clicks) VALUES (?, 'https://example.com/', 302, 0, 0)",
-			fmt.Sprintf("plan%04d", i)); err != nil {
-			t.Fatal(err)
-		}
+		stored[fmt.Sprintf("plan%04d", i)] = 0
 	}
+	insertLinks(t, s, stored)
 	if !indexed() {
 		t.Fatal("10 links without statistics: the join is not the indexed one")
 	}
@@ -291,19 +290,15 @@ func TestAddClicksPlan(t *testing.T) {
 func TestAddClicksFailedChunkRollsBack(t *testing.T) {
 	s := openTest(t, filepath.Join(t.TempDir(), "rollback.db"))
 	ctx := t.Context()
+	stored := make(map[string]int64, addClicksChunk+1)
 	counts := make(map[string]int64, addClicksChunk+1)
 	for i := range addClicksChunk + 1 {
 		code := fmt.Sprintf("rb%05d", i) // sorted: the last one goes in the second statement
-		clicks := int64(0)
-		if i == addClicksChunk {
-			clicks = math.MaxInt64 // adding to it overflows
-		}
-		if _, err := s.w.ExecContext(ctx, "INSERT INTO links (code, url, redirect, created_at, clicks) VALUES (?, 'https://example.com/', 302, 0, ?)",
-			code, clicks); err != nil {
-			t.Fatal(err)
-		}
+		stored[code] = 0
 		counts[code] = 1
 	}
+	stored[fmt.Sprintf("rb%05d", addClicksChunk)] = math.MaxInt64 // adding to it overflows
+	insertLinks(t, s, stored)
 	if err := s.AddClicks(ctx, counts); err == nil {
 		t.Fatal("AddClicks overflowing a count returned nil")
 	}
@@ -326,18 +321,11 @@ func TestAddClicksChunksAndOddCodes(t *testing.T) {
 	for i := range 2*addClicksChunk + 5 {
 		codes = append(codes, fmt.Sprintf("chunk%05d", i))
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stored := make(map[string]int64, len(codes))
 	for _, c := range codes {
-		if _, err := tx.ExecContext(ctx, "INSERT INTO links (code, url, redirect, created_at, clicks) VALUES (?, 'https://example.com/', 302, 0, 1)", c); err != nil {
-			t.Fatal(err)
-		}
+		stored[c] = 1
 	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	insertLinks(t, s, stored)
 	counts := make(map[string]int64, len(codes)+1)
 	for i, c := range codes {
 		counts[c] = int64(i + 1)
@@ -358,5 +346,26 @@ func TestAddClicksChunksAndOddCodes(t *testing.T) {
 	var n int
 	if err := s.w.QueryRowContext(ctx, "SELECT count(*) FROM links").Scan(&n); err != nil || n != len(codes) {
 		t.Fatalf("%d links after the flush (%v), want %d", n, err, len(codes))
+	}
+}
+
+// insertLinks stores a link for each code with its clicks, in one
+// transaction and without CreateLink's checks (so codes CreateLink's callers
+// would refuse can be stored too).
+func insertLinks(t *testing.T, s *Store, clicks map[string]int64) {
+	t.Helper()
+	tx, err := s.w.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	for code, n := range clicks {
+		if _, err := tx.ExecContext(t.Context(),
+			"INSERT INTO links (code, url, redirect, created_at, clicks) VALUES (?, 'https://example.com/', 302, 0, ?)", code, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -226,7 +226,8 @@ func appendClickBatch(b []byte, codes []string, counts map[string]int64) []byte 
 
 // appendJSONString appends s as a JSON string. Bytes from 0x80 up pass
 // through as they are, so a code that is not valid UTF-8 still matches
-// itself (encoding/json would replace them with U+FFFD).
+// itself (encoding/json, and the access log's encoder in httpserver, replace
+// them with U+FFFD: right for a log line, wrong for a key to match).
 func appendJSONString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')

@@ -29,13 +29,16 @@ func TestConformance(t *testing.T) {
 // BenchmarkCreateLink measures durable (synchronous=FULL) creates per second
 // from concurrent callers; every create is its own committed transaction.
 func BenchmarkCreateLink(b *testing.B) {
-	storetest.BenchmarkCreate(b, func(b *testing.B) store.Store {
-		s, err := sqlite.Open(b.Context(), sqlite.Config{Path: filepath.Join(b.TempDir(), "bench.db")})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return s
-	})
+	storetest.BenchmarkCreate(b, openBench)
+}
+
+// openBench opens a durable store in a fresh file for a benchmark.
+func openBench(b *testing.B) store.Store {
+	s, err := sqlite.Open(b.Context(), sqlite.Config{Path: filepath.Join(b.TempDir(), "bench.db")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
 }
 
 func TestAddClicksStampsUpdatedAtMonotonically(t *testing.T) {
@@ -50,11 +53,5 @@ func TestAddClicksStampsUpdatedAtMonotonically(t *testing.T) {
 
 // BenchmarkAddClicks measures one click flush into a durable database.
 func BenchmarkAddClicks(b *testing.B) {
-	storetest.BenchmarkAddClicks(b, func(b *testing.B) store.Store {
-		s, err := sqlite.Open(b.Context(), sqlite.Config{Path: filepath.Join(b.TempDir(), "bench.db")})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return s
-	})
+	storetest.BenchmarkAddClicks(b, openBench)
 }
