@@ -234,11 +234,13 @@ func TestRateLimitRedisKilledDuringLoad(t *testing.T) {
 
 	// Phase 0: Redis up and deciding.
 	rlWaitUntil(loadStart.Add(upPhase))
+	// Polled, not read once: a stall of the shared machine past the 50 ms
+	// Redis timeout may open the breaker for one open period even with Redis
+	// up; a limiter stuck in the fallback would stay at 1.
 	var beforeKill [2][2]float64
 	for i, s := range servers {
-		if g := gauge(s); g != 0 {
-			t.Fatalf("instance %d: fallback active (%v) before Redis was killed", i, g)
-		}
+		testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("instance %d to report the fallback inactive before Redis is killed", i),
+			func() bool { return gauge(s) == 0 })
 		beforeKill[i] = counters(s)
 	}
 	if n, err := rdb.Exists(context.Background(), redirectKey).Result(); err != nil || n != 1 {
