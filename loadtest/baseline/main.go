@@ -11,6 +11,9 @@
 //
 //	go run ./loadtest/baseline -addr 127.0.0.1:9000 -codes codes.tsv
 //
+// -work adds that much pure CPU to every request (mapserver.NewWithWork), the
+// measuring stick of the benchmark's budget phase.
+//
 // It stops on SIGINT or SIGTERM.
 package main
 
@@ -45,6 +48,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	codesPath := fs.String("codes", "", `file of "code<TAB>url" lines; empty generates -n codes`)
 	n := fs.Int("n", 10000, "codes to generate when -codes is empty")
 	seed := fs.Uint64("seed", 1, "seed of the generated codes")
+	work := fs.Duration("work", 0, "CPU work to add to every request (the budget phase of make bench); 0: none")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -63,7 +67,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
-	app := mapserver.New(urls)
+	app := mapserver.NewWithWork(urls, *work)
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

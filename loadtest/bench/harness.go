@@ -311,19 +311,20 @@ func (h *harness) startLinkgate(ctx context.Context, name string, settings ...st
 	return s, nil
 }
 
-// startBaseline starts the minimal Fiber server on the seeded codes.
-func (h *harness) startBaseline(ctx context.Context) (*server, error) {
+// startBaseline starts the minimal Fiber server on the seeded codes, with
+// work of CPU added per request (zero: the baseline itself), as name.
+func (h *harness) startBaseline(ctx context.Context, name string, work time.Duration) (*server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p, err := h.sup.start("baseline", h.baselineBin, []string{"-addr", addr, "-codes", h.codesTSV}, env(), true)
+	p, err := h.sup.start(name, h.baselineBin, []string{"-addr", addr, "-codes", h.codesTSV, "-work", work.String()}, env(), true)
 	if err != nil {
 		return nil, err
 	}
-	s := &server{name: "baseline", addr: addr, proc: p}
-	if err := waitUntil(ctx, p, 15*time.Second, "baseline", func() bool { return dialable(addr) }); err != nil {
+	s := &server{name: name, addr: addr, proc: p}
+	if err := waitUntil(ctx, p, 15*time.Second, name, func() bool { return dialable(addr) }); err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, h.sup.stderrTail(p))
 	}
 	return s, nil

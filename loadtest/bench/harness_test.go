@@ -214,3 +214,39 @@ func TestParseOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestBudgetSection(t *testing.T) {
+	if got := lastMeeting([]float64{1, 0.9, 0.8, 0.9}, 0.85); got != 1 {
+		t.Errorf("lastMeeting past a dip = %d, want 1", got)
+	}
+	if got := lastMeeting([]float64{0.8, 0.9}, 0.85); got != -1 {
+		t.Errorf("lastMeeting with the first below = %d, want -1", got)
+	}
+	mk := func(rps, us float64) *target {
+		return &target{runs: []sample{{wrkResult: wrkResult{DurationUS: 1e6, Requests: int64(rps)}, ServerUS: us}}}
+	}
+	r := &report{Opts: options{Rounds: 1}}
+	for i, x := range []struct{ rps, us float64 }{{1000, 10}, {950, 11}, {880, 12.5}, {800, 15}, {600, 20}} {
+		r.Budget = append(r.Budget, mk(x.rps, x.us))
+		r.Budget[i].Key = "work-" + budgetWork[i].String()
+	}
+	base, emb := mk(1000, 10), mk(700, 16.5)
+	base.Key, emb.Key = "baseline", "lg-embedded"
+	r.Targets = []*target{base, emb}
+	md := r.markdown()
+	for _, want := range []string{
+		"## Work budget",
+		"| 2µs | 880 [880–880] | 0.00 ms | 0.88x [0.88–0.88] | 12.5 µs | +2.5 µs |",
+		"- 0.85x (#2 and #3): met with 2µs of added work per request, missed with 4µs (0.80x).",
+		"- 0.75x (#1): met with 4µs of added work per request, missed with 8µs (0.60x).",
+		"`lg-embedded` +6.5 µs",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	r.Budget = r.Budget[:2] // an incomplete phase writes no section
+	if strings.Contains(r.markdown(), "Work budget") {
+		t.Error("a budget section from an incomplete phase")
+	}
+}

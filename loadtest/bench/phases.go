@@ -94,6 +94,13 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 			}
 		}
 	}
+	if ph["budget"] {
+		budget, err := h.budgetRounds(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.Budget = budget
+	}
 	if ph["cold"] {
 		cold, err := h.coldRun(ctx)
 		if err != nil {
@@ -127,7 +134,7 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 // startTargets starts every redirect target and seeds and checks it.
 func (h *harness) startTargets(ctx context.Context, rep *report) ([]*target, error) {
 	h.logf("starting targets")
-	base, err := h.startBaseline(ctx)
+	base, err := h.startBaseline(ctx, "baseline", 0)
 	if err != nil {
 		return nil, err
 	}
@@ -201,6 +208,41 @@ func (h *harness) startTargets(ctx context.Context, rep *report) ([]*target, err
 		if err := checkRedirects(t.srv.addr, h.linksFor(t), 50); err != nil {
 			return nil, fmt.Errorf("%s: %w", t.Name, err)
 		}
+	}
+	return targets, nil
+}
+
+// budgetWork is the CPU the budget phase adds to the baseline's requests.
+var budgetWork = []time.Duration{0, time.Microsecond, 2 * time.Microsecond, 4 * time.Microsecond, 8 * time.Microsecond}
+
+// budgetRounds measures the baseline with budgetWork added per request, in
+// rounds like the redirect targets', and stops it again: how much work a
+// server may add per request, on this machine in this run, before its rate
+// falls below a goal's ratio.
+func (h *harness) budgetRounds(ctx context.Context) ([]*target, error) {
+	h.logf("starting the baseline with %v of added work per request", budgetWork)
+	var targets []*target
+	defer func() {
+		for _, t := range targets {
+			h.sup.stop(t.srv.proc, 10*time.Second)
+		}
+	}()
+	for _, w := range budgetWork {
+		key := "work-" + w.String()
+		s, err := h.startBaseline(ctx, key, w)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, &target{Key: key, Name: fmt.Sprintf("minimal Fiber + %v of CPU per request", w),
+			Baseline: "work-0s", srv: s, cpu: []*proc{s.proc}})
+	}
+	for _, t := range targets {
+		if err := checkRedirects(t.srv.addr, h.links, 50); err != nil {
+			return nil, fmt.Errorf("%s: %w", t.Name, err)
+		}
+	}
+	if err := h.redirectRounds(ctx, targets); err != nil {
+		return nil, err
 	}
 	return targets, nil
 }

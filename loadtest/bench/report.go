@@ -30,6 +30,7 @@ type report struct {
 
 	Targets []*target
 	Creates []*target
+	Budget  []*target // the baseline with budgetWork added, in that order
 	Cold    []coldRow
 	Memory  []memRow
 }
@@ -287,6 +288,10 @@ func (r *report) markdown() string {
 			thousands(float64(o.Codes)), r.SeedSQLite.Round(time.Millisecond), r.SeedPG.Round(time.Millisecond))
 	}
 
+	if len(r.Budget) == len(budgetWork) {
+		r.budgetSection(w, byKey)
+	}
+
 	if len(r.Cold) > 0 {
 		w("## Cold cache\n\n")
 		w("A Go client (fasthttp, %d connections) reads every code exactly once in random order, so every request misses the in-process LRU (and, in production, Redis). Same machine sharing, not wrk, so compare a cold row with the warm row measured by the same client.\n\n", o.Connections)
@@ -362,6 +367,63 @@ func (r *report) markdown() string {
 	return b.String()
 }
 
+// budgetSection writes the budget phase's table and, for each ratio goal,
+// the most work per request that still met it, beside what linkgate's
+// targets (in byKey, when the redirect phase ran) cost over the baseline.
+func (r *report) budgetSection(w func(string, ...any), byKey map[string]*target) {
+	zero := r.Budget[0]
+	w("## Work budget\n\n")
+	w("The minimal Fiber baseline again, once per amount of pure CPU added to every request (integer arithmetic calibrated at start, no clock reads, no memory: `mapserver.NewWithWork`), in %d rounds of its own like the redirect targets'. It shows how far the rate falls per µs of work a server adds on this machine with wrk sharing the cores, which is what the ratio goals compare. \"Server CPU per request\" is measured, not nominal: it includes what the added work costs the kernel and the scheduler (more preemptions by wrk).\n\n", r.Opts.Rounds)
+	w("| added work | req/s | p99 | ratio vs none | server CPU per request | over none |\n|---|---:|---:|---:|---:|---:|\n")
+	ratios := make([]float64, len(r.Budget))
+	for i, t := range r.Budget {
+		med, lo, hi := rpsStats(t)
+		_, p99, _ := latStats(t)
+		x, l, h := ratio(t, zero)
+		ratios[i] = x
+		w("| %s | %s [%s–%s] | %.2f ms | %.2fx [%.2f–%.2f] | %.1f µs | +%.1f µs |\n", workLabel(budgetWork[i]), thousands(med), thousands(lo), thousands(hi),
+			p99, x, l, h, cpuPerRequest(t), cpuPerRequest(t)-cpuPerRequest(zero))
+	}
+	w("\n")
+	for _, g := range []struct {
+		ratio float64
+		goals string
+	}{{0.85, "#2 and #3"}, {0.75, "#1"}} {
+		switch last := lastMeeting(ratios, g.ratio); {
+		case last == len(ratios)-1:
+			w("- %.2fx (%s): met with up to %v of added work per request.\n", g.ratio, g.goals, budgetWork[last])
+		case last >= 1:
+			w("- %.2fx (%s): met with %v of added work per request, missed with %v (%.2fx).\n", g.ratio, g.goals, budgetWork[last], budgetWork[last+1], ratios[last+1])
+		default:
+			w("- %.2fx (%s): missed already with the smallest step (%v, %.2fx).\n", g.ratio, g.goals, budgetWork[1], ratios[1])
+		}
+	}
+	if base := byKey["baseline"]; base != nil {
+		var over []string
+		for _, k := range []string{"lg-embedded", "lg-prod", "lg-prod-nolimit"} {
+			if t := byKey[k]; t != nil {
+				over = append(over, fmt.Sprintf("`%s` +%.1f µs", k, cpuPerRequest(t)-cpuPerRequest(base)))
+			}
+		}
+		w("- For comparison, server CPU per request over the baseline in this run's redirect rounds: %s.\n", strings.Join(over, ", "))
+	}
+	w("\n")
+}
+
+// lastMeeting is the index of the largest step whose ratio is at least
+// goal with every smaller step's too (a later step back above the goal is
+// noise, not room); -1 when the first step is below it.
+func lastMeeting(ratios []float64, goal float64) int {
+	last := -1
+	for i, r := range ratios {
+		if r < goal {
+			break
+		}
+		last = i
+	}
+	return last
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "–"
@@ -374,4 +436,12 @@ func benchTimeFlag(t string) string {
 		return ""
 	}
 	return " -benchtime " + t
+}
+
+// workLabel names an amount of budget work in the table ("none" for zero).
+func workLabel(d time.Duration) string {
+	if d == 0 {
+		return "none"
+	}
+	return d.String()
 }

@@ -3,14 +3,28 @@
 // Location read from a Go map; unknown codes answer 404. The baseline command
 // (loadtest/baseline) serves it over TCP for `make bench`, and cmd/linkgate's
 // BenchmarkStack drives its handler in-process, so both measure the same app.
+// NewWithWork adds a fixed amount of CPU per request, for the budget phase of
+// `make bench`: how much work a server may add before it falls below a ratio.
 package mapserver
 
-import "github.com/gofiber/fiber/v2"
+import (
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+)
 
 // New returns the app answering from urls (code → URL), which it reads but
 // never changes.
-func New(urls map[string]string) *fiber.App {
+func New(urls map[string]string) *fiber.App { return NewWithWork(urls, 0) }
+
+// NewWithWork is New with about work of pure CPU added to every request, in
+// a middleware before the route (see busyWork); zero adds nothing, not even
+// the middleware.
+func NewWithWork(urls map[string]string, work time.Duration) *fiber.App {
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	if work > 0 {
+		app.Use(busyWork(work))
+	}
 	app.Get("/:code", func(c *fiber.Ctx) error {
 		url, ok := urls[c.Params("code")]
 		if !ok {
