@@ -67,7 +67,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
-	app := mapserver.NewWithWork(urls, *work)
+	app, err := mapserver.NewWithWork(urls, *work)
+	if err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

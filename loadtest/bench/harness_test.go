@@ -225,25 +225,42 @@ func TestBudgetSection(t *testing.T) {
 	mk := func(rps, us float64) *target {
 		return &target{runs: []sample{{wrkResult: wrkResult{DurationUS: 1e6, Requests: int64(rps)}, ServerUS: us}}}
 	}
-	r := &report{Opts: options{Rounds: 1}}
-	for i, x := range []struct{ rps, us float64 }{{1000, 10}, {950, 11}, {880, 12.5}, {800, 15}, {600, 20}} {
-		r.Budget = append(r.Budget, mk(x.rps, x.us))
-		r.Budget[i].Key = "work-" + budgetWork[i].String()
+	budget := func(rps ...float64) *report {
+		r := &report{Opts: options{Rounds: 1}}
+		for i, x := range rps {
+			r.Budget = append(r.Budget, mk(x, 10+2.5*float64(i)))
+			r.Budget[i].Key = "work-" + budgetWork[i].String()
+		}
+		return r
 	}
+	r := budget(1000, 950, 880, 800, 600)
 	base, emb := mk(1000, 10), mk(700, 16.5)
 	base.Key, emb.Key = "baseline", "lg-embedded"
 	r.Targets = []*target{base, emb}
 	md := r.markdown()
 	for _, want := range []string{
 		"## Work budget",
-		"| 2µs | 880 [880–880] | 0.00 ms | 0.88x [0.88–0.88] | 12.5 µs | +2.5 µs |",
-		"- 0.85x (#2 and #3): met with 2µs of added work per request, missed with 4µs (0.80x).",
-		"- 0.75x (#1): met with 4µs of added work per request, missed with 8µs (0.60x).",
+		"| 2µs | 880 [880–880] | 0.00 ms | 0.88x [0.88–0.88] | 15.0 µs | +5.0 µs |",
+		"- 0.85x (#3, linkgate direct): met with 2µs (+5.0 µs measured, 0.88x, 1 of 1 rounds at or above); missed with 4µs (+7.5 µs measured, 0.80x, 0 of 1 rounds at or above).",
+		"- 0.75x (the ratio part of #1): met with 4µs (+7.5 µs measured, 0.80x, 1 of 1 rounds at or above); missed with 8µs (+10.0 µs measured, 0.60x, 0 of 1 rounds at or above).",
 		"`lg-embedded` +6.5 µs",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+	for rps, want := range map[[5]float64]string{
+		{1000, 990, 980, 970, 960}: "- 0.75x (the ratio part of #1): met up to the largest step, 8µs (+10.0 µs measured, 0.96x, 1 of 1 rounds at or above).",
+		{1000, 800, 990, 990, 990}: "- 0.85x (#3, linkgate direct): missed already with the smallest step, 1µs (+2.5 µs measured, 0.80x, 0 of 1 rounds at or above).",
+	} {
+		if md := budget(rps[:]...).markdown(); !strings.Contains(md, want) {
+			t.Errorf("budget %v: report lacks %q:\n%s", rps, want, md)
+		}
+	}
+	batch := budget(1000, 950, 880, 800, 600)
+	batch.Opts.WrkBatch = true
+	if md := batch.markdown(); strings.Contains(md, "met with") || !strings.Contains(md, "No goal is judged") {
+		t.Errorf("a -wrk-batch run judges the budget:\n%s", md)
 	}
 	r.Budget = r.Budget[:2] // an incomplete phase writes no section
 	if strings.Contains(r.markdown(), "Work budget") {

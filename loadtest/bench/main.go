@@ -8,9 +8,10 @@
 // the same random codes into every target, and drives each target with wrk
 // for a fixed time over codes picked at random, interleaving the targets for
 // several rounds. Then it measures creates per second (SQLite and
-// PostgreSQL), the budget (the baseline again with 1 to 8 µs of pure CPU
-// added per request, to show how much work a ratio goal leaves room for), a cold-cache run (every code read once), resident memory with
-// 100,000 and 1,000,000 links in the LRU, and runs the Go micro-benchmarks
+// PostgreSQL), the work budget (the baseline again with 1 to 8 µs of pure
+// CPU added per request: how much work a ratio goal leaves room for), a
+// cold-cache run (every code read once), resident memory with 100,000 and
+// 1,000,000 links in the LRU, and runs the Go micro-benchmarks
 // into bench/go-bench.txt.
 //
 // Every process it starts runs in its own process group and is stopped by its

@@ -233,8 +233,7 @@ func (h *harness) budgetRounds(ctx context.Context) ([]*target, error) {
 		if err != nil {
 			return nil, err
 		}
-		targets = append(targets, &target{Key: key, Name: fmt.Sprintf("minimal Fiber + %v of CPU per request", w),
-			Baseline: "work-0s", srv: s, cpu: []*proc{s.proc}})
+		targets = append(targets, &target{Key: key, Name: fmt.Sprintf("minimal Fiber + %v of CPU per request", w), srv: s, cpu: []*proc{s.proc}})
 	}
 	for _, t := range targets {
 		if err := checkRedirects(t.srv.addr, h.links, 50); err != nil {

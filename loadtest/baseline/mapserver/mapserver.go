@@ -15,15 +15,22 @@ import (
 
 // New returns the app answering from urls (code → URL), which it reads but
 // never changes.
-func New(urls map[string]string) *fiber.App { return NewWithWork(urls, 0) }
+func New(urls map[string]string) *fiber.App {
+	app, _ := NewWithWork(urls, 0) // no work: nothing to calibrate, no error
+	return app
+}
 
 // NewWithWork is New with about work of pure CPU added to every request, in
 // a middleware before the route (see busyWork); zero adds nothing, not even
-// the middleware.
-func NewWithWork(urls map[string]string, work time.Duration) *fiber.App {
+// the middleware. The error is a failed calibration of the work.
+func NewWithWork(urls map[string]string, work time.Duration) (*fiber.App, error) {
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
 	if work > 0 {
-		app.Use(busyWork(work))
+		h, err := busyWork(work)
+		if err != nil {
+			return nil, err
+		}
+		app.Use(h)
 	}
 	app.Get("/:code", func(c *fiber.Ctx) error {
 		url, ok := urls[c.Params("code")]
@@ -33,5 +40,5 @@ func NewWithWork(urls map[string]string, work time.Duration) *fiber.App {
 		c.Set(fiber.HeaderLocation, url)
 		return c.SendStatus(fiber.StatusFound)
 	})
-	return app
+	return app, nil
 }

@@ -1,6 +1,7 @@
 package mapserver
 
 import (
+	"fmt"
 	"runtime"
 	"time"
 
@@ -16,14 +17,17 @@ import (
 // touched, so what it adds is CPU time and nothing else. (Spinning until a
 // clock says d has passed would burn less CPU whenever the thread is
 // preempted mid-spin, which on a shared machine is exactly when it matters.)
-func busyWork(d time.Duration) fiber.Handler {
-	rounds := calibrate(d)
+func busyWork(d time.Duration) (fiber.Handler, error) {
+	rounds, err := calibrate(d)
+	if err != nil {
+		return nil, err
+	}
 	return func(c *fiber.Ctx) error {
 		if spin(rounds, uint64(len(c.Path()))) == 0 { // keeps the work from being optimised away
 			c.Set("X-Busy-Work", "0")
 		}
 		return c.Next()
-	}
+	}, nil
 }
 
 // spin runs n rounds of a multiply-add chain from seed; each round depends on
@@ -36,15 +40,15 @@ func spin(n int, seed uint64) uint64 {
 	return x
 }
 
-// calibrate returns the rounds of spin that take about d of CPU: the best of
-// a few timings of a run long enough (about 10 ms) that the clock's
-// resolution does not matter. Timed by the thread's own CPU clock where the
-// platform has one (threadClock), so that a busy machine preempting the
-// thread does not make the work look slower; the best of the timings
-// because anything else only ever adds to one.
-func calibrate(d time.Duration) int {
+// calibrate returns the rounds of spin that take about d of CPU: the
+// fastest of five timings of a probe of about 10 ms, timed on the thread's
+// own CPU clock (threadClock), so that a busy machine preempting the thread
+// does not make the work look slower; the fastest because cache and
+// frequency effects only ever lengthen one. A probe that reads under a
+// millisecond means a clock too coarse to calibrate with: an error.
+func calibrate(d time.Duration) (int, error) {
 	if d <= 0 {
-		return 0
+		return 0, nil
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -52,11 +56,20 @@ func calibrate(d time.Duration) int {
 	best := time.Duration(1<<63 - 1)
 	x := uint64(1)
 	for range 5 {
-		start := threadClock()
+		start, err := threadClock()
+		if err != nil {
+			return 0, err
+		}
 		x = spin(probe, x)
-		best = min(best, threadClock()-start)
+		end, err := threadClock()
+		if err != nil {
+			return 0, err
+		}
+		best = min(best, end-start)
 	}
 	runtime.KeepAlive(x) // the timed work was done
-	best = max(best, time.Nanosecond)
-	return max(1, int(float64(probe)*float64(d)/float64(best)))
+	if best < time.Millisecond {
+		return 0, fmt.Errorf("calibrating %v of work: %d rounds read as %v of CPU, too coarse a clock", d, probe, best)
+	}
+	return max(1, int(float64(probe)*float64(d)/float64(best))), nil
 }
