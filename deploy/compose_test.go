@@ -317,6 +317,11 @@ func TestComposeAppSettings(t *testing.T) {
 			t.Errorf("%s stop_grace_period %v must exceed shutdown delay %v + drain timeout %v + store timeout %v + click flush %v",
 				app, s.StopGracePeriod, cfg.ShutdownDelay, cfg.DrainTimeout, cfg.StoreTimeout, clicks.DefaultFlushTimeout)
 		}
+		// nginx must close its idle connections to an instance before the
+		// instance does at the end of the shutdown delay (see nginx.conf).
+		if ka := nginxUpstreamKeepalive(t); ka >= cfg.ShutdownDelay {
+			t.Errorf("%s shutdown delay %v must exceed nginx's upstream keepalive_timeout %v", app, cfg.ShutdownDelay, ka)
+		}
 		if !s.ReadOnly || !slices.Contains(s.CapDrop, "ALL") {
 			t.Errorf("%s: want read_only and cap_drop [ALL]", app)
 		}

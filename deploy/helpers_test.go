@@ -141,3 +141,32 @@ func copyTree(tb testing.TB, src, dst string) {
 		tb.Fatalf("copy %s to %s: %v", src, dst, err)
 	}
 }
+
+// nginxUpstreamKeepalive returns keepalive_timeout of the linkgate upstream
+// block in deploy/nginx/nginx.conf: how long nginx keeps an unused
+// connection to an instance (nginx's default, 60 s, when unset).
+func nginxUpstreamKeepalive(tb testing.TB) time.Duration {
+	tb.Helper()
+	conf := string(readRepoFile(tb, "deploy/nginx/nginx.conf"))
+	_, block, ok := strings.Cut(conf, "upstream linkgate {")
+	if !ok {
+		tb.Fatal("nginx.conf has no upstream linkgate block")
+	}
+	block, _, _ = strings.Cut(block, "}")
+	for _, line := range strings.Split(block, "\n") {
+		f := strings.Fields(strings.TrimSuffix(strings.TrimSpace(line), ";"))
+		if len(f) != 2 || f[0] != "keepalive_timeout" {
+			continue
+		}
+		v := f[1]
+		if strings.Trim(v, "0123456789") == "" {
+			v += "s" // nginx reads a bare number as seconds
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			tb.Fatalf("nginx.conf upstream keepalive_timeout %q: %v", f[1], err)
+		}
+		return d
+	}
+	return 60 * time.Second
+}

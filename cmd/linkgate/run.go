@@ -28,6 +28,7 @@ import (
 	"github.com/linkgate/linkgate/internal/links"
 	"github.com/linkgate/linkgate/internal/logsink"
 	"github.com/linkgate/linkgate/internal/metrics"
+	"github.com/linkgate/linkgate/internal/quiesce"
 	"github.com/linkgate/linkgate/internal/store"
 )
 
@@ -62,10 +63,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer w.close()
 	app, logs, logger, probes, counter, resolver := w.app, w.logs, w.logger, w.probes, w.counter, w.resolver
 
-	ln, err := net.Listen("tcp", cfg.Addr)
+	tcpLn, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	// Closed by the drain below once every connection the kernel completed
+	// has been accepted, so that none is reset with a request on it.
+	ln := quiesce.New(tcpLn, acceptQueueWait)
 
 	// Background workers stop when workCtx is cancelled, after the HTTP server
 	// has drained, so that every click counted by a finished request is flushed
@@ -88,12 +92,22 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case <-ctx.Done():
 		stop()         // a second SIGINT/SIGTERM now kills the process at once
 		probes.Drain() // /ready answers 503 from now on
-		logger.Info("shutting down", "delay", cfg.ShutdownDelay.String(), "drain_timeout", cfg.DrainTimeout.String())
+		logger.Info("shutting down", "delay", cfg.ShutdownDelay.String(), "drain_timeout", cfg.DrainTimeout.String(),
+			"open_connections", app.Server().GetOpenConnectionsCount())
 		if cfg.ShutdownDelay > 0 {
 			// Keep serving while load balancers notice we are going away.
 			t := time.NewTimer(cfg.ShutdownDelay)
 			<-t.C
 		}
+		// Every response since Drain said Connection: close, so a connection
+		// still open now is one a client (a proxy's keep-alive pool) has
+		// left idle for the whole delay, or one with a request running. The
+		// drain below closes the idle ones, racing any request the client
+		// sends on one at that moment: a proxy whose idle timeout is shorter
+		// than the delay (nginx.conf's upstream keepalive_timeout) has closed
+		// them all itself by now.
+		logger.Info("shutdown delay over; draining", "open_connections", app.Server().GetOpenConnectionsCount(),
+			"running", w.inflight.Running())
 		drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 		err := app.ShutdownWithContext(drainCtx)
 		// From here on a request reaching the handlers (a connection still
@@ -110,6 +124,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		cancel()
+		if q := ln.Result(); q.Queued >= 0 {
+			logger.Info("listener closed", "queued", q.Queued, "left", q.Left, "waited", q.Waited.String())
+		}
 		// fasthttp's shutdown does nothing if Serve has not registered the
 		// listener yet (a signal during start-up); closing it ends Serve
 		// either way.
@@ -126,6 +143,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logger.Info("linkgate stopped")
 	return runErr
 }
+
+// acceptQueueWait bounds how long closing the listener waits for the server
+// to accept the connections the kernel completed (microseconds, normally).
+const acceptQueueWait = time.Second
 
 // awaitRequests waits until no request is in the handlers, at most grace,
 // and returns the number still running.

@@ -29,13 +29,14 @@ import (
 const edgeConfigPath = "../../deploy/nginx/nginx.conf"
 
 // edgeEnv is the environment every linkgate behind the test nginx gets: nginx
-// (on 127.0.0.1) is the trusted proxy, shutdown waits 1 s for nginx to stop
-// reusing connections, and access logs are on so tests can find requests by
-// ID. linkgate's own limiter is off here: all test traffic comes from a few
+// (on 127.0.0.1) is the trusted proxy, the shutdown delay is the shipped 5 s
+// (above nginx.conf's 3 s upstream keepalive_timeout, so nginx has closed its
+// idle connections to an instance before the instance closes them), and
+// access logs are on so tests can find requests by ID. linkgate's own limiter is off here: all test traffic comes from a few
 // loopback addresses, and these tests are about the edge, not the policies.
 var edgeEnv = []string{
 	"LINKGATE_TRUSTED_PROXIES=127.0.0.1/32",
-	"LINKGATE_SHUTDOWN_DELAY=1s",
+	"LINKGATE_SHUTDOWN_DELAY=5s",
 	"LINKGATE_DRAIN_TIMEOUT=5s",
 	"LINKGATE_LOG_LEVEL=info",
 	"LINKGATE_RATELIMIT_REDIRECT=off",
@@ -241,8 +242,8 @@ func (n *edgeNginx) stop() {
 
 func (n *edgeNginx) errorLog() string {
 	b, _ := os.ReadFile(filepath.Join(n.dir, "error.log"))
-	if len(b) > 6000 {
-		b = b[len(b)-6000:]
+	if len(b) > 60000 {
+		b = b[len(b)-60000:]
 	}
 	return string(b)
 }

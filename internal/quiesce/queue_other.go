@@ -1,0 +1,13 @@
+//go:build !linux
+
+package quiesce
+
+import (
+	"errors"
+	"syscall"
+)
+
+// queueLen is not available here: Close then closes without waiting.
+func queueLen(syscall.RawConn) (int, error) { return 0, errors.ErrUnsupported }
+
+func stopListening(syscall.RawConn) error { return errors.ErrUnsupported }

@@ -1,0 +1,168 @@
+package quiesce
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/linkgate/linkgate/internal/testenv"
+)
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// dialQueued opens n connections that each send "ping\n", and waits until
+// the kernel holds all n in ln's accept queue (nobody accepts them).
+func dialQueued(t *testing.T, ln net.Listener, n int) []net.Conn {
+	t.Helper()
+	var conns []net.Conn
+	for range n {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	testenv.WaitFor(t, 2*time.Second, "connections in the accept queue", func() bool {
+		q, err := QueueLen(ln)
+		return err == nil && q == n
+	})
+	return conns
+}
+
+// serve accepts on ln until it is closed, answering each "ping" line with
+// "pong" and each later line with itself.
+func serve(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			br := bufio.NewReader(c)
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if line == "ping\n" {
+					line = "pong\n"
+				}
+				if _, err := c.Write([]byte(line)); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+func readLine(t *testing.T, c net.Conn) (string, error) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	return bufio.NewReader(c).ReadString('\n')
+}
+
+// The problem: closing a listener resets the connections in its queue, after
+// their clients have sent a request.
+func TestCloseResetsQueuedConnections(t *testing.T) {
+	ln := listen(t)
+	conns := dialQueued(t, ln, 3)
+	ln.Close()
+	for i, c := range conns {
+		if _, err := readLine(t, c); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("queued connection %d after a plain close: %v, want a reset", i, err)
+		}
+	}
+}
+
+// With Close waiting for the queue: the queued connections are accepted and
+// answered (a plain close resets them, above), they keep working after the
+// close, and a client is refused afterwards.
+func TestCloseAcceptsQueuedConnectionsFirst(t *testing.T) {
+	inner := listen(t)
+	conns := dialQueued(t, inner, 3)
+	l := New(inner, 5*time.Second)
+	// The server accepts nothing until Close is waiting, as a server whose
+	// accept loop is not scheduled yet.
+	waiting := make(chan struct{})
+	l.waiting = func() { close(waiting) }
+	go func() { <-waiting; serve(l) }()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res := l.Result()
+	t.Logf("result %+v", res)
+	if res.Queued != 3 || res.Left != 0 {
+		t.Errorf("result %+v, want 3 queued when Close began and 0 left", res)
+	}
+	for i, c := range conns {
+		if line, err := readLine(t, c); err != nil || line != "pong\n" {
+			t.Fatalf("queued connection %d: %q, %v; want pong", i, line, err)
+		}
+		if _, err := c.Write([]byte("again\n")); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := readLine(t, c); err != nil || line != "again\n" {
+			t.Fatalf("connection %d after the close: %q, %v", i, line, err)
+		}
+	}
+	if _, err := net.DialTimeout("tcp", inner.Addr().String(), 2*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial after close: %v, want connection refused", err)
+	}
+	if err := l.Close(); err == nil {
+		t.Error("a second Close succeeded; want the closed socket's error")
+	}
+}
+
+// Nobody accepting: Close gives up after maxWait and says what was left.
+func TestCloseWaitsAtMostMaxWait(t *testing.T) {
+	inner := listen(t)
+	conns := dialQueued(t, inner, 2)
+	l := New(inner, 50*time.Millisecond)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if res := l.Result(); res.Queued != 2 || res.Left != 2 || res.Waited < 50*time.Millisecond {
+		t.Fatalf("result %+v, want 2 queued, 2 left, after 50ms", res)
+	}
+	if _, err := readLine(t, conns[0]); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("connection left in the queue: %v, want a reset", err)
+	}
+}
+
+// A listener whose queue cannot be read closes at once, with unknown counts.
+func TestCloseOfOtherListeners(t *testing.T) {
+	f := &fakeListener{}
+	l := New(f, time.Hour)
+	if err := l.Close(); err != nil || !f.closed {
+		t.Fatalf("Close: %v, inner closed %v", err, f.closed)
+	}
+	if res := l.Result(); res.Queued != -1 || res.Left != -1 {
+		t.Fatalf("result %+v, want unknown (-1) counts", res)
+	}
+	if _, err := QueueLen(f); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("QueueLen: %v, want ErrUnsupported", err)
+	}
+}
+
+type fakeListener struct {
+	net.Listener
+	closed bool
+}
+
+func (f *fakeListener) Close() error { f.closed = true; return nil }
