@@ -21,6 +21,7 @@ import (
 
 	"github.com/linkgate/linkgate/internal/clicks"
 	"github.com/linkgate/linkgate/internal/config"
+	"github.com/linkgate/linkgate/internal/quiesce"
 )
 
 // loadCompose loads docker-compose.yml with compose-go as `docker compose`
@@ -312,15 +313,17 @@ func TestComposeAppSettings(t *testing.T) {
 		if !trusted {
 			t.Errorf("%s trusts %v, not nginx at %s", app, cfg.TrustedProxies, nginxIP)
 		}
-		// The grace of requests still running (store timeout), then the final click flush.
-		if need := cfg.ShutdownDelay + cfg.DrainTimeout + cfg.StoreTimeout + clicks.DefaultFlushTimeout; s.StopGracePeriod == nil || time.Duration(*s.StopGracePeriod) <= need {
-			t.Errorf("%s stop_grace_period %v must exceed shutdown delay %v + drain timeout %v + store timeout %v + click flush %v",
-				app, s.StopGracePeriod, cfg.ShutdownDelay, cfg.DrainTimeout, cfg.StoreTimeout, clicks.DefaultFlushTimeout)
+		// The listener close's wait for the accept queue, the grace of
+		// requests still running (store timeout), then the final click flush.
+		if need := cfg.ShutdownDelay + cfg.DrainTimeout + quiesce.DefaultMaxWait + cfg.StoreTimeout + clicks.DefaultFlushTimeout; s.StopGracePeriod == nil || time.Duration(*s.StopGracePeriod) <= need {
+			t.Errorf("%s stop_grace_period %v must exceed shutdown delay %v + drain timeout %v + accept queue wait %v + store timeout %v + click flush %v",
+				app, s.StopGracePeriod, cfg.ShutdownDelay, cfg.DrainTimeout, quiesce.DefaultMaxWait, cfg.StoreTimeout, clicks.DefaultFlushTimeout)
 		}
 		// nginx must close its idle connections to an instance before the
-		// instance does at the end of the shutdown delay (see nginx.conf).
-		if ka := nginxUpstreamKeepalive(t); ka >= cfg.ShutdownDelay {
-			t.Errorf("%s shutdown delay %v must exceed nginx's upstream keepalive_timeout %v", app, cfg.ShutdownDelay, ka)
+		// instance does at the end of the shutdown delay (see nginx.conf),
+		// with a second to spare for timers and scheduling.
+		if ka := nginxUpstreamKeepalive(t); ka+time.Second > cfg.ShutdownDelay {
+			t.Errorf("%s shutdown delay %v must exceed nginx's upstream keepalive_timeout %v by at least 1s", app, cfg.ShutdownDelay, ka)
 		}
 		if !s.ReadOnly || !slices.Contains(s.CapDrop, "ALL") {
 			t.Errorf("%s: want read_only and cap_drop [ALL]", app)

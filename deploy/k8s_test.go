@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/linkgate/linkgate/internal/clicks"
+	"github.com/linkgate/linkgate/internal/quiesce"
 )
 
 // serviceMonitor is the part of monitoring.coreos.com/v1 ServiceMonitor the
@@ -250,14 +251,14 @@ func checkManifests(t *testing.T, r rendered) {
 		}
 	}
 	// Then the grace of requests still running, then the final click flush.
-	need := preStop + cfg.ShutdownDelay + cfg.DrainTimeout + cfg.StoreTimeout + clicks.DefaultFlushTimeout
+	need := preStop + cfg.ShutdownDelay + cfg.DrainTimeout + quiesce.DefaultMaxWait + cfg.StoreTimeout + clicks.DefaultFlushTimeout
 	var grace time.Duration
 	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
 		grace = time.Duration(*g) * time.Second
 	}
 	if grace <= 25*time.Second || grace <= need {
-		t.Errorf("terminationGracePeriodSeconds %v must exceed 25s and preStop %v + shutdown delay %v + drain %v + store timeout %v + click flush %v = %v",
-			grace, preStop, cfg.ShutdownDelay, cfg.DrainTimeout, cfg.StoreTimeout, clicks.DefaultFlushTimeout, need)
+		t.Errorf("terminationGracePeriodSeconds %v must exceed 25s and preStop %v + shutdown delay %v + drain %v + accept queue wait %v + store timeout %v + click flush %v = %v",
+			grace, preStop, cfg.ShutdownDelay, cfg.DrainTimeout, quiesce.DefaultMaxWait, cfg.StoreTimeout, clicks.DefaultFlushTimeout, need)
 	}
 
 	// Resources.

@@ -69,7 +69,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	// Closed by the drain below once every connection the kernel completed
 	// has been accepted, so that none is reset with a request on it.
-	ln := quiesce.New(tcpLn, acceptQueueWait)
+	ln := quiesce.New(tcpLn, quiesce.DefaultMaxWait)
 
 	// Background workers stop when workCtx is cancelled, after the HTTP server
 	// has drained, so that every click counted by a finished request is flushed
@@ -128,9 +128,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			logger.Info("listener closed", "queued", q.Queued, "left", q.Left, "waited", q.Waited.String())
 		}
 		// fasthttp's shutdown does nothing if Serve has not registered the
-		// listener yet (a signal during start-up); closing it ends Serve
-		// either way.
-		_ = ln.Close()
+		// listener yet (a signal during start-up); closing the socket ends
+		// Serve either way. (The inner one: with no accept loop running,
+		// quiesce's close would wait for nothing.)
+		_ = tcpLn.Close()
 		<-serveErr
 	case runErr = <-serveErr:
 		runErr = fmt.Errorf("serve: %w", runErr)
@@ -143,10 +144,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logger.Info("linkgate stopped")
 	return runErr
 }
-
-// acceptQueueWait bounds how long closing the listener waits for the server
-// to accept the connections the kernel completed (microseconds, normally).
-const acceptQueueWait = time.Second
 
 // awaitRequests waits until no request is in the handlers, at most grace,
 // and returns the number still running.

@@ -10,4 +10,5 @@ import (
 // queueLen is not available here: Close then closes without waiting.
 func queueLen(syscall.RawConn) (int, error) { return 0, errors.ErrUnsupported }
 
+// stopListening is not needed here: queueLen fails, so drain never runs.
 func stopListening(syscall.RawConn) error { return errors.ErrUnsupported }

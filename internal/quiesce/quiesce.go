@@ -36,6 +36,10 @@ type Result struct {
 	Waited time.Duration // how long Close waited before closing
 }
 
+// DefaultMaxWait is the bound linkgate gives Close: the queue normally
+// empties in microseconds, and a second means the accept loop is not running.
+const DefaultMaxWait = time.Second
+
 // New wraps ln; maxWait bounds the wait in Close.
 func New(ln net.Listener, maxWait time.Duration) *Listener {
 	l := &Listener{Listener: ln, maxWait: maxWait, res: Result{Queued: -1, Left: -1}}
@@ -62,8 +66,10 @@ func (l *Listener) Close() error {
 }
 
 // Accept is the inner listener's, except that once Close has begun its error
-// is net.ErrClosed: the socket may be shut down (an invalid argument to
-// accept) before it is closed, and servers end quietly on ErrClosed only.
+// wraps net.ErrClosed and starts with its text: the socket may be shut down
+// (accept then fails with an invalid argument) before it is closed, and
+// servers end quietly only on a closed listener (net/http by errors.Is,
+// fasthttp by the text "use of closed network connection").
 func (l *Listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil && l.closing.Load() {
@@ -83,6 +89,9 @@ func (l *Listener) Result() Result {
 // pollEvery is how often drain looks at the queue while it is not empty.
 const pollEvery = 200 * time.Microsecond
 
+// drain polls the accept queue until it is empty or maxWait has passed, then
+// marks the listener closing and shuts the socket down. It runs under l.mu,
+// once, from the first Close.
 func (l *Listener) drain() Result {
 	start := time.Now()
 	res := Result{Queued: -1, Left: -1}
@@ -111,9 +120,9 @@ func (l *Listener) drain() Result {
 	}
 }
 
-// QueueLen returns how many connections the kernel has completed for ln that
-// the server has not accepted yet.
-func QueueLen(ln net.Listener) (int, error) {
+// queueLenOf returns how many connections the kernel has completed for ln
+// that the server has not accepted yet.
+func queueLenOf(ln net.Listener) (int, error) {
 	sc, ok := ln.(syscall.Conn)
 	if !ok {
 		return 0, errors.ErrUnsupported

@@ -2,11 +2,17 @@ package quiesce
 
 import (
 	"bufio"
+	"context"
 	"errors"
+	"fmt"
 	"net"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/linkgate/linkgate/internal/testenv"
 )
@@ -38,7 +44,7 @@ func dialQueued(t *testing.T, ln net.Listener, n int) []net.Conn {
 		conns = append(conns, c)
 	}
 	testenv.WaitFor(t, 2*time.Second, "connections in the accept queue", func() bool {
-		q, err := QueueLen(ln)
+		q, err := queueLenOf(ln)
 		return err == nil && q == n
 	})
 	return conns
@@ -155,7 +161,7 @@ func TestCloseOfOtherListeners(t *testing.T) {
 	if res := l.Result(); res.Queued != -1 || res.Left != -1 {
 		t.Fatalf("result %+v, want unknown (-1) counts", res)
 	}
-	if _, err := QueueLen(f); !errors.Is(err, errors.ErrUnsupported) {
+	if _, err := queueLenOf(f); !errors.Is(err, errors.ErrUnsupported) {
 		t.Fatalf("QueueLen: %v, want ErrUnsupported", err)
 	}
 }
@@ -166,3 +172,76 @@ type fakeListener struct {
 }
 
 func (f *fakeListener) Close() error { f.closed = true; return nil }
+
+// fasthttp's Serve ends quietly (nil, nothing logged) when its shutdown
+// closes the wrapped listener: the socket is shut down before it is closed,
+// and Accept's error must still read as a closed listener.
+func TestFasthttpServeEndsQuietly(t *testing.T) {
+	inner := listen(t)
+	l := New(inner, time.Second)
+	logs := &logRecorder{}
+	srv := &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) },
+		Logger:  logs,
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	testenv.WaitFor(t, 5*time.Second, "the server to answer", func() bool {
+		code, _, err := fasthttp.Get(nil, "http://"+inner.Addr().String()+"/")
+		return err == nil && code == fasthttp.StatusNoContent
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.ShutdownWithContext(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve returned %v, want nil", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Serve did not return after the shutdown")
+	}
+	if res := l.Result(); res.Queued < 0 {
+		t.Errorf("result %+v: the queue was never read", res)
+	}
+	if got := logs.lines(); len(got) > 0 {
+		t.Errorf("fasthttp logged %q", got)
+	}
+	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+type logRecorder struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (r *logRecorder) Printf(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, fmt.Sprintf(format, args...))
+}
+
+func (r *logRecorder) lines() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.got...)
+}
+
+// Between the shutdown and the close, accept fails with an invalid argument;
+// the wrapper reports a closed listener, in the terms servers look for.
+func TestAcceptAfterShutdownReadsClosed(t *testing.T) {
+	l := New(listen(t), time.Second)
+	l.closing.Store(true)
+	if err := stopListening(l.rc); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.Accept()
+	if !errors.Is(err, net.ErrClosed) || !errors.Is(err, syscall.EINVAL) ||
+		!strings.HasPrefix(err.Error(), "use of closed network connection") {
+		t.Fatalf("Accept after shutdown: %v; want net.ErrClosed first, wrapping EINVAL", err)
+	}
+}

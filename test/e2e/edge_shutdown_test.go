@@ -259,15 +259,20 @@ func establishedAt(t *testing.T, port int) int {
 }
 
 // Clients opening new connections as fast as they can while the instance
-// stops, ten times: no request may be reset after it was sent. Before
-// internal/quiesce, closing the listener reset the connections the kernel
-// had completed but linkgate had not accepted yet, about one shutdown in two
-// at this rate (21 resets in 40 shutdowns); a refused connection is fine, a
-// proxy retries it elsewhere.
+// stops, ten times: no request may be reset after it was sent. Closing the
+// listener plainly resets the connections the kernel completed that
+// linkgate had not accepted yet (this test then saw 2 resets in its 10
+// shutdowns; an ad-hoc run saw 21 in 40); internal/quiesce accepts them
+// first and leaves a window of about a microsecond, which no run has hit.
+// The unit tests in internal/quiesce are the deterministic guard; this one
+// shows the binary's shutdown does use it, and that the queue was not empty
+// at some shutdown (else it proves nothing). A refused connection is fine:
+// a proxy retries it elsewhere.
 func TestEdgeShutdownResetsNoQueuedConnection(t *testing.T) {
 	s := startServer(t, "sqlite://"+t.TempDir()+"/queue.db", "LINKGATE_SHUTDOWN_DELAY=100ms", "LINKGATE_LOG_LEVEL=info")
 	addr := fmt.Sprintf("127.0.0.1:%d", s.port)
 	var ok, refused atomic.Int64
+	withQueue := 0 // shutdowns that found connections queued
 	var mu sync.Mutex
 	var resets []string
 	for trial := 0; trial < 10; trial++ {
@@ -306,12 +311,19 @@ func TestEdgeShutdownResetsNoQueuedConnection(t *testing.T) {
 		wg.Wait()
 		for _, l := range edgeAppLog(t, s) {
 			if l["msg"] == "listener closed" {
+				if q, _ := l["queued"].(float64); q > 0 {
+					withQueue++
+				}
 				t.Logf("shutdown %d at %s: listener closed with %v queued, %v left, after %v", trial+1, sent.Format("15:04:05.000"), l["queued"], l["left"], l["waited"])
 			}
 		}
 		s.restart()
 	}
-	t.Logf("%d requests answered, %d connections refused, %d failed after sending", ok.Load(), refused.Load(), len(resets))
+	t.Logf("%d requests answered, %d connections refused, %d failed after sending; %d of 10 shutdowns found connections queued",
+		ok.Load(), refused.Load(), len(resets), withQueue)
+	if withQueue == 0 {
+		t.Error("no shutdown found a connection in the accept queue: the load did not reach the race")
+	}
 	if len(resets) > 0 {
 		t.Errorf("%d requests failed after they were sent:\n%s", len(resets), strings.Join(resets, "\n"))
 	}
