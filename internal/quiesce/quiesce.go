@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Listener is a net.Listener whose first Close waits, at most MaxWait, for
+// Listener is a net.Listener whose first Close waits, at most maxWait, for
 // the server to accept every connection the kernel has completed, and then
 // closes the socket at once. The server must keep accepting until Close
 // returns (fasthttp's and net/http's shutdowns close the listener while their
@@ -22,9 +22,8 @@ type Listener struct {
 
 	closing atomic.Bool // Close has begun: Accept's errors are net.ErrClosed
 
-	mu     sync.Mutex
-	closed bool
-	res    Result
+	mu  sync.Mutex // serialises Close; guards res
+	res Result
 
 	waiting func() // tests: called when Close first finds the queue not empty
 }
@@ -43,11 +42,9 @@ const DefaultMaxWait = time.Second
 // New wraps ln; maxWait bounds the wait in Close.
 func New(ln net.Listener, maxWait time.Duration) *Listener {
 	l := &Listener{Listener: ln, maxWait: maxWait, res: Result{Queued: -1, Left: -1}}
-	if sc, ok := ln.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			if _, err := queueLen(rc); err == nil {
-				l.rc = rc
-			}
+	if rc, err := rawConnOf(ln); err == nil {
+		if _, err := queueLen(rc); err == nil {
+			l.rc = rc
 		}
 	}
 	return l
@@ -57,10 +54,9 @@ func New(ln net.Listener, maxWait time.Duration) *Listener {
 func (l *Listener) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.closed && l.rc != nil {
+	if !l.closing.Load() && l.rc != nil {
 		l.res = l.drain()
 	}
-	l.closed = true
 	l.closing.Store(true)
 	return l.Listener.Close()
 }
@@ -120,14 +116,20 @@ func (l *Listener) drain() Result {
 	}
 }
 
+// rawConnOf returns ln's socket, or errors.ErrUnsupported for a listener
+// that has none.
+func rawConnOf(ln net.Listener) (syscall.RawConn, error) {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
+}
+
 // queueLenOf returns how many connections the kernel has completed for ln
 // that the server has not accepted yet.
 func queueLenOf(ln net.Listener) (int, error) {
-	sc, ok := ln.(syscall.Conn)
-	if !ok {
-		return 0, errors.ErrUnsupported
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := rawConnOf(ln)
 	if err != nil {
 		return 0, err
 	}

@@ -162,7 +162,7 @@ func TestCloseOfOtherListeners(t *testing.T) {
 		t.Fatalf("result %+v, want unknown (-1) counts", res)
 	}
 	if _, err := queueLenOf(f); !errors.Is(err, errors.ErrUnsupported) {
-		t.Fatalf("QueueLen: %v, want ErrUnsupported", err)
+		t.Fatalf("queueLenOf: %v, want ErrUnsupported", err)
 	}
 }
 

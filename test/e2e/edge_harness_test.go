@@ -32,8 +32,9 @@ const edgeConfigPath = "../../deploy/nginx/nginx.conf"
 // (on 127.0.0.1) is the trusted proxy, the shutdown delay is the shipped 5 s
 // (above nginx.conf's 3 s upstream keepalive_timeout, so nginx has closed its
 // idle connections to an instance before the instance closes them), and
-// access logs are on so tests can find requests by ID. linkgate's own limiter is off here: all test traffic comes from a few
-// loopback addresses, and these tests are about the edge, not the policies.
+// access logs are on so tests can find requests by ID. linkgate's own limiter
+// is off here: all test traffic comes from a few loopback addresses, and
+// these tests are about the edge, not the policies.
 var edgeEnv = []string{
 	"LINKGATE_TRUSTED_PROXIES=127.0.0.1/32",
 	"LINKGATE_SHUTDOWN_DELAY=5s",
@@ -301,6 +302,19 @@ func edgeJSONLines(t *testing.T, path string, strict bool) []map[string]any {
 func edgeAppLog(t *testing.T, s *server) []map[string]any {
 	t.Helper()
 	return edgeJSONLines(t, s.log.Name(), false)
+}
+
+// edgeAppLogLine returns the last line of s's log with the given message, or
+// nil.
+func edgeAppLogLine(t *testing.T, s *server, msg string) map[string]any {
+	t.Helper()
+	var found map[string]any
+	for _, l := range edgeAppLog(t, s) {
+		if l["msg"] == msg {
+			found = l
+		}
+	}
+	return found
 }
 
 // edgeFindRequest returns the access-log line with the given request ID from

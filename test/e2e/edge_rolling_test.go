@@ -139,10 +139,8 @@ func TestEdgeRollingRestart(t *testing.T) {
 		// What the drain found: requests running, and connections open
 		// (those running them; nginx's idle ones are closed by then).
 		drained := "no drain log line"
-		for _, l := range edgeAppLog(t, s) {
-			if l["msg"] == "shutdown delay over; draining" {
-				drained = fmt.Sprintf("drain began with %v open connections, %v running requests", l["open_connections"], l["running"])
-			}
+		if l := edgeAppLogLine(t, s, "shutdown delay over; draining"); l != nil {
+			drained = fmt.Sprintf("drain began with %v open connections, %v running requests", l["open_connections"], l["running"])
 		}
 		s.restart()
 		testenv.WaitFor(t, 10*time.Second, "restarted instance ready", func() bool {

@@ -214,15 +214,13 @@ func TestEdgeShutdownAfterNginxPoolClosed(t *testing.T) {
 
 	sent := edgeSignal(t, a)
 	exit := edgeWaitExit(t, a, sent, 15*time.Second)
-	var atStart, atEnd float64 = -1, -1
-	for _, l := range edgeAppLog(t, a) {
-		switch l["msg"] {
-		case "shutting down":
-			atStart, _ = l["open_connections"].(float64)
-		case "shutdown delay over; draining":
-			atEnd, _ = l["open_connections"].(float64)
+	openAt := func(msg string) float64 {
+		if n, ok := edgeAppLogLine(t, a, msg)["open_connections"].(float64); ok {
+			return n
 		}
+		return -1
 	}
+	atStart, atEnd := openAt("shutting down"), openAt("shutdown delay over; draining")
 	t.Logf("%d connections from nginx before SIGTERM; open connections at SIGTERM %v, when the delay ended %v; exit after %v",
 		pooled, atStart, atEnd, exit.Round(time.Millisecond))
 	if atStart < 1 {
@@ -309,13 +307,11 @@ func TestEdgeShutdownResetsNoQueuedConnection(t *testing.T) {
 		edgeWaitExit(t, s, sent, 10*time.Second)
 		stop.Store(true)
 		wg.Wait()
-		for _, l := range edgeAppLog(t, s) {
-			if l["msg"] == "listener closed" {
-				if q, _ := l["queued"].(float64); q > 0 {
-					withQueue++
-				}
-				t.Logf("shutdown %d at %s: listener closed with %v queued, %v left, after %v", trial+1, sent.Format("15:04:05.000"), l["queued"], l["left"], l["waited"])
+		if l := edgeAppLogLine(t, s, "listener closed"); l != nil {
+			if q, _ := l["queued"].(float64); q > 0 {
+				withQueue++
 			}
+			t.Logf("shutdown %d at %s: listener closed with %v queued, %v left, after %v", trial+1, sent.Format("15:04:05.000"), l["queued"], l["left"], l["waited"])
 		}
 		s.restart()
 	}
