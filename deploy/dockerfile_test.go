@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/linkgate/linkgate/internal/testenv"
 )
 
 // dockerInstruction is one Dockerfile instruction with continuation lines
@@ -277,7 +279,7 @@ func TestDockerignoreMatcher(t *testing.T) {
 // context, and secrets, databases and VCS data are.
 func TestDockerignore(t *testing.T) {
 	t.Parallel()
-	goTool := needTool(t, "go", "golang")
+	goTool := testenv.Tool(t, "go", "golang")
 	root := repoRoot(t)
 	d := parseDockerignore(string(readRepoFile(t, ".dockerignore")))
 
@@ -329,7 +331,7 @@ func TestDockerignore(t *testing.T) {
 // the end-to-end tests build and run it, `linkgate probe` included.)
 func TestBinaryIsPureGo(t *testing.T) {
 	t.Parallel()
-	goTool := needTool(t, "go", "golang")
+	goTool := testenv.Tool(t, "go", "golang")
 	list := func(cgo string) string {
 		cmd := exec.Command(goTool, "list", "-e", "-deps", "-f",
 			`{{if not .Standard}}{{.ImportPath}}|{{join .CgoFiles ","}}|{{if .Error}}{{.Error}}{{end}}{{end}}`, "./cmd/linkgate")

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
-
-	"github.com/linkgate/linkgate/internal/testenv"
 )
 
 // repoRoot is the repository root: the parent of this package's directory,
@@ -46,17 +44,6 @@ func readRepoFile(tb testing.TB, rel string) []byte {
 		tb.Fatalf("read %s: %v", rel, err)
 	}
 	return b
-}
-
-// needTool returns the path of an executable, or stops tb with
-// testenv.Unavailable (a failure under CI=true) naming the package to install.
-func needTool(tb testing.TB, name, pkg string) string {
-	tb.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		testenv.Unavailable(tb, "%s not found on PATH (install Debian package %s)", name, pkg)
-	}
-	return p
 }
 
 // result is what a finished command printed and how it ended.

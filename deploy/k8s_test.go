@@ -22,6 +22,7 @@ import (
 
 	"github.com/linkgate/linkgate/internal/clicks"
 	"github.com/linkgate/linkgate/internal/quiesce"
+	"github.com/linkgate/linkgate/internal/testenv"
 )
 
 // serviceMonitor is the part of monitoring.coreos.com/v1 ServiceMonitor the
@@ -130,7 +131,7 @@ func decodeManifests(t *testing.T, stream []byte) rendered {
 // kustomize.
 func kustomize(t *testing.T, dir string) []byte {
 	t.Helper()
-	kubectl := needTool(t, "kubectl", "kubectl")
+	kubectl := testenv.Tool(t, "kubectl", "kubectl")
 	return []byte(mustRun(t, repoRoot(t), 2*time.Minute, kubectl, "kustomize", dir))
 }
 

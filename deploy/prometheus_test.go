@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
 	"sigs.k8s.io/yaml"
+
+	"github.com/linkgate/linkgate/internal/testenv"
 )
 
 const promtoolTimeout = 2 * time.Minute
@@ -20,7 +22,7 @@ const promtoolTimeout = 2 * time.Minute
 // promtool returns the promtool binary (Debian package prometheus).
 func promtool(t *testing.T) string {
 	t.Helper()
-	return needTool(t, "promtool", "prometheus")
+	return testenv.Tool(t, "promtool", "prometheus")
 }
 
 // ruleFile is the shape of deploy/prometheus/alerts.yml.

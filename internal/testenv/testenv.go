@@ -35,6 +35,7 @@ func Unavailable(tb testing.TB, format string, args ...any) {
 	tb.Helper()
 	if InCI() {
 		tb.Fatalf("required test dependency missing (CI=true): "+format, args...)
+		return
 	}
 	tb.Skipf("SKIPPED, required test dependency missing: "+format, args...)
 }

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,13 +37,8 @@ end
 // A -wrk-batch run really puts wrk's threads under SCHED_BATCH, and an
 // ordinary run does not.
 func TestWrkRunBatch(t *testing.T) {
-	bin, err := exec.LookPath("wrk")
-	if err != nil {
-		testenv.Unavailable(t, "wrk (apt-get install wrk): %v", err)
-	}
-	if _, err := exec.LookPath("chrt"); err != nil {
-		testenv.Unavailable(t, "chrt (util-linux): %v", err)
-	}
+	bin := testenv.Tool(t, "wrk", "wrk")
+	testenv.Tool(t, "chrt", "util-linux")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()

@@ -25,24 +25,12 @@ import (
 // edgeWebDir is the static page, relative to this package.
 const edgeWebDir = "../../web"
 
-// edgeChromium finds Debian's chromium or reports it unavailable.
-func edgeChromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/usr/bin/chromium", "chromium"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	testenv.Unavailable(t, "chromium not found (apt-get install chromium)")
-	return ""
-}
-
 // edgeBrowser starts a headless Chromium with a fresh profile and returns a
 // tab context. At cleanup the browser is closed and every process still using
 // its profile directory is killed by PID.
 func edgeBrowser(t *testing.T) context.Context {
 	t.Helper()
-	exe := edgeChromium(t)
+	exe := testenv.Tool(t, "chromium", "chromium")
 	profile, err := os.MkdirTemp("", "lgtest-chromium-")
 	if err != nil {
 		t.Fatal(err)

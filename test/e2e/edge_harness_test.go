@@ -127,25 +127,12 @@ type edgeNginx struct {
 	done      chan error
 }
 
-// edgeNginxBinary finds nginx or reports it unavailable.
-func edgeNginxBinary(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-		return "/usr/sbin/nginx"
-	}
-	testenv.Unavailable(t, "nginx not found on PATH or at /usr/sbin/nginx")
-	return ""
-}
-
 // startEdgeNginx renders the shipped config for the given upstream addresses
 // (host:port), checks it with nginx -t, starts nginx in the foreground and
 // waits until both listeners accept. It is stopped at cleanup.
 func startEdgeNginx(t *testing.T, upstreams ...string) *edgeNginx {
 	t.Helper()
-	bin := edgeNginxBinary(t)
+	bin := testenv.Tool(t, "nginx", "nginx")
 	conf, err := os.ReadFile(edgeConfigPath)
 	if err != nil {
 		t.Fatal(err)

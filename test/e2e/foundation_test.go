@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/testenv"
 )
 
 // A 201 means durable: the link survives SIGKILL right after it, on both
@@ -78,10 +80,8 @@ func TestAliasRace(t *testing.T) {
 // The seed's checkpoint flow, exactly as its README wrote it.
 func TestSeedCheckpoint(t *testing.T) {
 	s := startServer(t, "sqlite://"+t.TempDir()+"/seed.db", "LINKGATE_BASE_URL=http://localhost:8080")
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Fatalf("curl is needed to run the seed's checkpoint command: %v", err)
-	}
-	out, err := exec.Command("curl", "-sS", "-w", "\n%{http_code}", "-X", "POST", s.URL+"/encurtar",
+	curl := testenv.Tool(t, "curl", "curl")
+	out, err := exec.Command(curl, "-sS", "-w", "\n%{http_code}", "-X", "POST", s.URL+"/encurtar",
 		"-H", "Content-Type: application/json", "-d", `{"url_longa":"https://www.google.com"}`).Output()
 	if err != nil {
 		t.Fatalf("curl: %v", err)

@@ -35,9 +35,9 @@ const obsLoadDuration = 12 * time.Second
 // values, and every rule to evaluate cleanly (recording rules producing
 // series, no alert but the latency ones leaving inactive).
 func TestObservabilityDashboardAndRulesOnLivePrometheus(t *testing.T) {
-	nginxExporter := obsTool(t, "prometheus-nginx-exporter", "prometheus-nginx-exporter")
-	redisExporter := obsTool(t, "prometheus-redis-exporter", "prometheus-redis-exporter")
-	obsTool(t, "prometheus", "prometheus")
+	nginxExporter := testenv.Tool(t, "prometheus-nginx-exporter", "prometheus-nginx-exporter")
+	redisExporter := testenv.Tool(t, "prometheus-redis-exporter", "prometheus-redis-exporter")
+	testenv.Tool(t, "prometheus", "prometheus")
 	dash := obsLoadDashboard(t)
 
 	db := testenv.PostgresURL(t)

@@ -42,17 +42,6 @@ const (
 // Prometheus.
 const obsScrapeInterval = time.Second
 
-// obsTool finds an executable or reports it unavailable (a failure under
-// CI=true), naming the Debian package that has it.
-func obsTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		testenv.Unavailable(t, "%s not found on PATH (Debian package %s)", name, pkg)
-	}
-	return p
-}
-
 // obsProcess is a helper server (Prometheus, an exporter) started in its own
 // process group and stopped at cleanup.
 type obsProcess struct {
@@ -218,7 +207,7 @@ type obsProm struct {
 // /-/ready answers.
 func obsStartPrometheus(t *testing.T, addr string, config []byte) *obsProm {
 	t.Helper()
-	bin := obsTool(t, "prometheus", "prometheus")
+	bin := testenv.Tool(t, "prometheus", "prometheus")
 	dir := t.TempDir()
 	path := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(path, config, 0o644); err != nil {
