@@ -17,6 +17,7 @@ import (
 type Redis struct {
 	Port int
 	tb   testing.TB
+	bin  string // the redis-server executable
 	cmd  *exec.Cmd
 }
 
@@ -24,10 +25,7 @@ type Redis struct {
 // it when the test must kill or restart Redis; otherwise use RedisURL.
 func StartRedis(tb testing.TB) *Redis {
 	tb.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		Unavailable(tb, "redis-server not on PATH: %v", err)
-	}
-	r := &Redis{Port: FreePort(tb), tb: tb}
+	r := &Redis{Port: FreePort(tb), tb: tb, bin: Tool(tb, "redis-server", "redis-server")}
 	r.Start()
 	tb.Cleanup(r.Kill)
 	return r
@@ -46,7 +44,7 @@ func (r *Redis) Start() {
 	if r.cmd != nil {
 		r.tb.Fatalf("redis on %d already running", r.Port)
 	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
+	cmd := exec.Command(r.bin, "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", os.TempDir(), "--loglevel", "warning")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

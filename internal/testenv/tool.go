@@ -12,10 +12,11 @@ import (
 // stops tb with Unavailable (a failure under CI=true) naming pkg, the Debian
 // package that provides it.
 //
-// Every test that needs an executable asks for it here, with literal
-// arguments: a test in package deploy (TestCIInstallsEveryTool) reads these
-// calls from the sources and checks that .ci/run installs each pkg, so a
-// fresh CI machine cannot lack what a test needs.
+// Every test that needs an executable asks for it here (or through this
+// package's helpers, which do), with literal arguments: a test in package
+// deploy (TestCIInstallsEveryTool) reads these calls from the sources and
+// checks that .ci/run installs each pkg, so a fresh CI machine cannot lack
+// what a test needs.
 func Tool(tb testing.TB, name, pkg string) string {
 	tb.Helper()
 	if p, err := exec.LookPath(name); err == nil {
