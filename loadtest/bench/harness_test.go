@@ -267,3 +267,16 @@ func TestBudgetSection(t *testing.T) {
 		t.Error("a budget section from an incomplete phase")
 	}
 }
+
+// The micro-benchmarks run one package at a time (-p 1), with the count and
+// benchtime asked for, over exactly the packages given.
+func TestGoBenchArgs(t *testing.T) {
+	got := strings.Join(goBenchArgs(options{GoBenchCount: 5, GoBenchTime: "300ms"}, []string{"./a/", "./b/"}), " ")
+	if want := "test -p 1 -run ^$ -bench . -benchmem -count 5 -benchtime 300ms ./a/ ./b/"; got != want {
+		t.Errorf("go %s\nwant go %s", got, want)
+	}
+	got = strings.Join(goBenchArgs(options{GoBenchCount: 1}, []string{"./a/"}), " ")
+	if want := "test -p 1 -run ^$ -bench . -benchmem -count 1 ./a/"; got != want {
+		t.Errorf("go %s\nwant go %s", got, want)
+	}
+}
