@@ -125,13 +125,3 @@ func rawConnOf(ln net.Listener) (syscall.RawConn, error) {
 	}
 	return sc.SyscallConn()
 }
-
-// queueLenOf returns how many connections the kernel has completed for ln
-// that the server has not accepted yet.
-func queueLenOf(ln net.Listener) (int, error) {
-	rc, err := rawConnOf(ln)
-	if err != nil {
-		return 0, err
-	}
-	return queueLen(rc)
-}

@@ -245,3 +245,13 @@ func TestAcceptAfterShutdownReadsClosed(t *testing.T) {
 		t.Fatalf("Accept after shutdown: %v; want net.ErrClosed first, wrapping EINVAL", err)
 	}
 }
+
+// queueLenOf returns how many connections the kernel has completed for ln
+// that the server has not accepted yet.
+func queueLenOf(ln net.Listener) (int, error) {
+	rc, err := rawConnOf(ln)
+	if err != nil {
+		return 0, err
+	}
+	return queueLen(rc)
+}

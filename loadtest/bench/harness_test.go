@@ -279,4 +279,8 @@ func TestGoBenchArgs(t *testing.T) {
 	if want := "test -p 1 -run ^$ -bench . -benchmem -count 1 ./a/"; got != want {
 		t.Errorf("go %s\nwant go %s", got, want)
 	}
+	// The report prints the same command, quoted for a shell.
+	if got, want := goBenchCommand(options{GoBenchCount: 5, GoBenchTime: "300ms"}), "go test -p 1 -run '^$' -bench . -benchmem -count 5 -benchtime 300ms"; got != want {
+		t.Errorf("report's command %q, want %q", got, want)
+	}
 }

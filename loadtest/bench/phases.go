@@ -464,5 +464,17 @@ func goBenchArgs(o options, pkgs []string) []string {
 	return append(args, pkgs...)
 }
 
+// goBenchCommand is the micro-benchmarks' command line as the report prints
+// it (without the packages), with -run's pattern quoted for a shell.
+func goBenchCommand(o options) string {
+	args := goBenchArgs(o, nil)
+	for i, a := range args {
+		if a == "^$" {
+			args[i] = "'^$'"
+		}
+	}
+	return "go " + strings.Join(args, " ")
+}
+
 // ms converts microseconds to milliseconds.
 func ms(us int64) float64 { return float64(us) / 1000 }

@@ -361,7 +361,7 @@ func (r *report) markdown() string {
 	w("- Failed requests are wrk's socket errors, timeouts and answers above 399; every target was first checked to answer 302 with the right Location.\n")
 	w("- \"limiter decisions/request\" reads `linkgate_ratelimit_decisions_total{policy=\"redirect\"}` before and after each run: about 1 when the redirect limiter runs, 0 when it is off or not wired in.\n")
 	if r.GoBench != "" {
-		w("- Go micro-benchmarks (resolve on an L1 hit, limiter decisions, code generation, URL validation, metrics): `%s`, benchstat input (`go test -p 1 -run '^$' -bench . -benchmem -count %d%s`, one package at a time).\n", r.GoBench, o.GoBenchCount, benchTimeFlag(o.GoBenchTime))
+		w("- Go micro-benchmarks (resolve on an L1 hit, limiter decisions, code generation, URL validation, metrics): `%s`, benchstat input (`%s`, one package at a time).\n", r.GoBench, goBenchCommand(o))
 	}
 	w("- Wall time of the whole run: %v.\n", r.Wall.Round(time.Second))
 	return b.String()
@@ -452,13 +452,6 @@ func orDash(s string) string {
 		return "–"
 	}
 	return s
-}
-
-func benchTimeFlag(t string) string {
-	if t == "" {
-		return ""
-	}
-	return " -benchtime " + t
 }
 
 // workLabel names an amount of budget work in the table ("none" for zero).
