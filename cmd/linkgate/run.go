@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -63,7 +62,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer w.close()
 	app, logs, logger, probes, counter, resolver := w.app, w.logs, w.logger, w.probes, w.counter, w.resolver
 
-	tcpLn, err := net.Listen("tcp", cfg.Addr)
+	tcpLn, err := quiesce.ListenTCP(ctx, cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
@@ -125,7 +124,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		cancel()
 		if q := ln.Result(); q.Queued >= 0 {
-			logger.Info("listener closed", "queued", q.Queued, "left", q.Left, "waited", q.Waited.String())
+			logger.Info("listener closed", "queued", q.Queued, "left", q.Left, "waited", q.Waited.String(), "fenced", q.Fenced)
 		}
 		// fasthttp's shutdown does nothing if Serve has not registered the
 		// listener yet (a signal during start-up); closing the socket ends

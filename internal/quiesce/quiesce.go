@@ -1,6 +1,7 @@
 package quiesce
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,15 +11,16 @@ import (
 	"time"
 )
 
-// Listener is a net.Listener whose first Close waits, at most maxWait, for
-// the server to accept every connection the kernel has completed, and then
-// closes the socket at once. The server must keep accepting until Close
+// Listener is a net.Listener whose first Close stops new handshakes, waits,
+// at most maxWait, for the server to accept every connection the kernel has
+// completed or is completing, and then closes the socket at once. The server must keep accepting until Close
 // returns (fasthttp's and net/http's shutdowns close the listener while their
 // accept loop still runs). Later calls to Close only close.
 type Listener struct {
 	net.Listener
 	maxWait time.Duration
 	rc      syscall.RawConn // nil when the queue cannot be read
+	port    int             // the local port, to find handshakes under way
 
 	closing atomic.Bool // Close has begun: Accept's errors are net.ErrClosed
 
@@ -28,11 +30,24 @@ type Listener struct {
 	waiting func() // tests: called when Close first finds the queue not empty
 }
 
-// Result is what the first Close found.
+// Result is what the first Close found. When Fenced, Queued and Left count
+// the handshakes under way with the accept queue.
 type Result struct {
-	Queued int           // connections in the accept queue when Close began (-1: unknown)
+	Queued int           // connections queued when Close began (-1: unknown)
 	Left   int           // connections still queued when the socket closed (-1: unknown)
 	Waited time.Duration // how long Close waited before closing
+	Fenced bool          // new handshakes were stopped before the wait
+}
+
+// ListenTCP listens on addr ("host:port") with a plain TCP socket, which
+// Close can fence. Go listens with MPTCP by default where the kernel has it,
+// and Linux accepts no socket filter on an MPTCP socket; linkgate's clients
+// (proxies, browsers) speak plain TCP, which an MPTCP listener falls back to
+// anyway.
+func ListenTCP(ctx context.Context, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	return lc.Listen(ctx, "tcp", addr)
 }
 
 // DefaultMaxWait is the bound linkgate gives Close: the queue normally
@@ -45,12 +60,16 @@ func New(ln net.Listener, maxWait time.Duration) *Listener {
 	if rc, err := rawConnOf(ln); err == nil {
 		if _, err := queueLen(rc); err == nil {
 			l.rc = rc
+			if a, ok := ln.Addr().(*net.TCPAddr); ok {
+				l.port = a.Port
+			}
 		}
 	}
 	return l
 }
 
-// Close waits for the accept queue to empty (the first time), then closes.
+// Close fences the socket and waits for the queue to empty (the first time),
+// then closes.
 func (l *Listener) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -85,22 +104,47 @@ func (l *Listener) Result() Result {
 // pollEvery is how often drain looks at the queue while it is not empty.
 const pollEvery = 200 * time.Microsecond
 
-// drain polls the accept queue until it is empty or maxWait has passed, then
-// marks the listener closing and shuts the socket down. It runs under l.mu,
-// once, from the first Close.
+// settle is how long a fenced listener's queue must stay empty before the
+// socket closes. It covers what neither count shows: a SYN that passed the
+// filter just before it was attached and is still being processed, a
+// connection between leaving the handshake table and joining the accept
+// queue (microseconds, both), and the last ACK of a handshake answered with
+// a SYN cookie, which the kernel keeps no record of (one round trip: within
+// a data centre, well under this).
+const settle = 2 * time.Millisecond
+
+// drain fences the socket, polls until no connection is queued or being
+// handshaken (for settle, when fenced) or maxWait has passed, then marks the
+// listener closing and shuts the socket down. Unfenced, only the accept
+// queue is watched, and a handshake completing between the last look and the
+// shutdown is reset. It runs under l.mu, once, from the first Close.
 func (l *Listener) drain() Result {
 	start := time.Now()
-	res := Result{Queued: -1, Left: -1}
+	res := Result{Queued: -1, Left: -1, Fenced: fence(l.rc) == nil}
+	var emptySince time.Time // zero while something is queued
 	for {
 		n, err := queueLen(l.rc)
 		if err != nil {
 			return res // closed under us or not listening: nothing to wait for
 		}
+		if res.Fenced {
+			if h, err := handshakes(l.port); err == nil {
+				n += h
+			}
+		}
+		now := time.Now()
 		if res.Queued < 0 {
 			res.Queued = n
 		}
-		res.Left, res.Waited = n, time.Since(start)
-		if n == 0 || res.Waited >= l.maxWait {
+		res.Left, res.Waited = n, now.Sub(start)
+		switch {
+		case n > 0:
+			emptySince = time.Time{}
+		case emptySince.IsZero():
+			emptySince = now
+		}
+		done := n == 0 && (!res.Fenced || now.Sub(emptySince) >= settle)
+		if done || res.Waited >= l.maxWait {
 			// Stop listening now: closing the socket waits for the accept
 			// loop to wake and let go of it, and a handshake completing
 			// meanwhile would be reset. (Close follows either way.)
@@ -108,7 +152,7 @@ func (l *Listener) drain() Result {
 			_ = stopListening(l.rc)
 			return res
 		}
-		if l.waiting != nil {
+		if n > 0 && l.waiting != nil {
 			l.waiting()
 			l.waiting = nil
 		}

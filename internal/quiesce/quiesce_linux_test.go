@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,13 +14,14 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
 
 	"github.com/linkgate/linkgate/internal/testenv"
 )
 
 func listen(t *testing.T) net.Listener {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := ListenTCP(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,8 +115,8 @@ func TestCloseAcceptsQueuedConnectionsFirst(t *testing.T) {
 	}
 	res := l.Result()
 	t.Logf("result %+v", res)
-	if res.Queued != 3 || res.Left != 0 {
-		t.Errorf("result %+v, want 3 queued when Close began and 0 left", res)
+	if res.Queued != 3 || res.Left != 0 || !res.Fenced {
+		t.Errorf("result %+v, want 3 queued when Close began, 0 left, fenced", res)
 	}
 	for i, c := range conns {
 		if line, err := readLine(t, c); err != nil || line != "pong\n" {
@@ -132,6 +134,203 @@ func TestCloseAcceptsQueuedConnectionsFirst(t *testing.T) {
 	}
 	if err := l.Close(); err == nil {
 		t.Error("a second Close succeeded; want the closed socket's error")
+	}
+}
+
+// While Close waits, the kernel starts no handshake: a client dialling then
+// is not connected (its SYN is dropped; it is refused once the socket has
+// closed), so nothing joins the queue that the close could reset.
+func TestCloseFencesNewHandshakes(t *testing.T) {
+	inner := listen(t)
+	dialQueued(t, inner, 1)
+	l := New(inner, 5*time.Second)
+	var during error
+	l.waiting = func() {
+		c, err := net.DialTimeout("tcp", inner.Addr().String(), 300*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		during = err
+		go serve(l)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res := l.Result()
+	t.Logf("result %+v; dial while Close waited: %v", res, during)
+	if !res.Fenced || res.Left != 0 {
+		t.Errorf("result %+v, want fenced, 0 left", res)
+	}
+	var ne net.Error
+	if !errors.As(during, &ne) || !ne.Timeout() {
+		t.Errorf("dial while Close waited: %v, want a timeout (SYN dropped)", during)
+	}
+}
+
+// A handshake under way when Close begins (the client's ACK not yet sent) is
+// waited for: the connection completes, is accepted and answered. Unfenced,
+// Close would find the accept queue empty and close at once, and the client
+// would be reset once it completed. The client's socket drops every segment
+// until Close is waiting, so the server's SYN-ACK goes unanswered until the
+// kernel sends it again (after about a second).
+func TestCloseWaitsForHandshakeUnderWay(t *testing.T) {
+	inner := listen(t)
+	port := inner.Addr().(*net.TCPAddr).Port
+	fd := halfOpen(t, "127.0.0.1", port)
+	testenv.WaitFor(t, 2*time.Second, "a handshake under way", func() bool {
+		h, err := handshakes(port)
+		return err == nil && h == 1
+	})
+
+	l := New(inner, 10*time.Second)
+	go serve(l)
+	l.waiting = func() {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res := l.Result()
+	t.Logf("result %+v", res)
+	if !res.Fenced || res.Queued != 1 || res.Left != 0 {
+		t.Errorf("result %+v, want fenced, 1 queued when Close began, 0 left", res)
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	if n, err := unix.Poll(pfd, 3000); n != 1 || err != nil {
+		t.Fatalf("connect did not complete: poll %d, %v", n, err)
+	}
+	if soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || soErr != 0 {
+		t.Fatalf("connect: %v, %v", syscall.Errno(soErr), err)
+	}
+	dup, err := unix.Dup(fd) // fd is halfOpen's to close
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(dup), "client")
+	c, err := net.FileConn(f) // a dup of its own
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := readLine(t, c); err != nil || line != "pong\n" {
+		t.Fatalf("connection whose handshake was under way: %q, %v; want pong", line, err)
+	}
+}
+
+// halfOpen starts a handshake with ip:port that stays under way: the
+// client's socket drops every segment, the server's SYN-ACK included, until
+// its filter is detached (SO_DETACH_FILTER); the kernel then completes the
+// handshake when the server sends its SYN-ACK again.
+func halfOpen(t *testing.T, ip string, port int) int {
+	t.Helper()
+	addr := net.ParseIP(ip)
+	var (
+		sa     unix.Sockaddr
+		family = unix.AF_INET
+	)
+	if v4 := addr.To4(); v4 != nil {
+		sa = &unix.SockaddrInet4{Addr: [4]byte(v4), Port: port}
+	} else {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Addr: [16]byte(addr.To16()), Port: port}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	dropAll := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: 1, Filter: &dropAll[0]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Connect(fd, sa); !errors.Is(err, unix.EINPROGRESS) {
+		t.Fatalf("connect: %v, want EINPROGRESS", err)
+	}
+	return fd
+}
+
+// handshakes counts SYN_RECV sockets of the given local port only, IPv4 and
+// IPv6, and not established connections.
+func TestHandshakesCountsThePortsHalfOpenConnections(t *testing.T) {
+	a, b := listen(t), listen(t)
+	pa, pb := a.Addr().(*net.TCPAddr).Port, b.Addr().(*net.TCPAddr).Port
+	dialQueued(t, a, 1) // established, in the accept queue
+	halfOpen(t, "127.0.0.1", pa)
+	halfOpen(t, "127.0.0.1", pa)
+	halfOpen(t, "127.0.0.1", pb)
+	want := 2
+	if v6, err := ListenTCP(context.Background(), fmt.Sprintf("[::1]:%d", pa)); err == nil {
+		t.Cleanup(func() { v6.Close() })
+		halfOpen(t, "::1", pa)
+		want++
+	} else {
+		t.Logf("no IPv6 listener (%v): IPv4 only", err)
+	}
+	testenv.WaitFor(t, 2*time.Second, fmt.Sprintf("%d handshakes to port %d", want, pa), func() bool {
+		h, err := handshakes(pa)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h == want
+	})
+	if h, err := handshakes(pb); err != nil || h != 1 {
+		t.Fatalf("handshakes to the other port: %d, %v; want 1", h, err)
+	}
+}
+
+// Go's default listener is MPTCP where the kernel has it, and Linux accepts
+// no socket filter there: Close then waits for the accept queue alone.
+func TestCloseOfMPTCPListenerIsUnfenced(t *testing.T) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(true)
+	inner, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inner.Close() })
+	if proto := protocolOf(t, inner); proto != unix.IPPROTO_MPTCP {
+		t.Skipf("the kernel gave a socket of protocol %d, not MPTCP", proto)
+	}
+	conns := dialQueued(t, inner, 1)
+	l := New(inner, 5*time.Second)
+	l.waiting = func() { go serve(l) }
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if res := l.Result(); res.Fenced || res.Queued != 1 || res.Left != 0 {
+		t.Errorf("result %+v, want unfenced, 1 queued, 0 left", res)
+	}
+	if line, err := readLine(t, conns[0]); err != nil || line != "pong\n" {
+		t.Fatalf("queued connection: %q, %v; want pong", line, err)
+	}
+}
+
+func protocolOf(t *testing.T, ln net.Listener) int {
+	t.Helper()
+	rc, err := rawConnOf(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var proto int
+	var perr error
+	if err := rc.Control(func(fd uintptr) { proto, perr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL) }); err != nil {
+		t.Fatal(err)
+	}
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	return proto
+}
+
+// ListenTCP's socket is plain TCP, which a filter can fence.
+func TestListenTCPIsPlainTCP(t *testing.T) {
+	if proto := protocolOf(t, listen(t)); proto != unix.IPPROTO_TCP {
+		t.Fatalf("ListenTCP's socket has protocol %d, want TCP (%d)", proto, unix.IPPROTO_TCP)
 	}
 }
 

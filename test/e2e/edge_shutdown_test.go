@@ -260,12 +260,14 @@ func establishedAt(t *testing.T, port int) int {
 // stops, ten times: no request may be reset after it was sent. Closing the
 // listener plainly resets the connections the kernel completed that
 // linkgate had not accepted yet (this test then saw 2 resets in its 10
-// shutdowns; an ad-hoc run saw 21 in 40); internal/quiesce accepts them
-// first and leaves a window of about a microsecond, which no run has hit.
+// shutdowns; an ad-hoc run saw 21 in 40); waiting for the accept queue alone
+// left a microsecond's window, which CI hit once (a handshake completing
+// just before the close). internal/quiesce fences the socket first (no new
+// handshake starts) and waits for the queue and the handshakes under way.
 // The unit tests in internal/quiesce are the deterministic guard; this one
-// shows the binary's shutdown does use it, and that the queue was not empty
-// at some shutdown (else it proves nothing). A refused connection is fine:
-// a proxy retries it elsewhere.
+// shows the binary's shutdown does use it, fenced, and that something was
+// queued at some shutdown (else it proves nothing). A refused connection is
+// fine: a proxy retries it elsewhere.
 func TestEdgeShutdownResetsNoQueuedConnection(t *testing.T) {
 	s := startServer(t, "sqlite://"+t.TempDir()+"/queue.db", "LINKGATE_SHUTDOWN_DELAY=100ms", "LINKGATE_LOG_LEVEL=info")
 	addr := fmt.Sprintf("127.0.0.1:%d", s.port)
@@ -311,7 +313,10 @@ func TestEdgeShutdownResetsNoQueuedConnection(t *testing.T) {
 			if q, _ := l["queued"].(float64); q > 0 {
 				withQueue++
 			}
-			t.Logf("shutdown %d at %s: listener closed with %v queued, %v left, after %v", trial+1, sent.Format("15:04:05.000"), l["queued"], l["left"], l["waited"])
+			if l["fenced"] != true {
+				t.Errorf("shutdown %d: listener closed unfenced (%v): new handshakes were not stopped", trial+1, l["fenced"])
+			}
+			t.Logf("shutdown %d at %s: listener closed with %v queued, %v left, after %v, fenced %v", trial+1, sent.Format("15:04:05.000"), l["queued"], l["left"], l["waited"], l["fenced"])
 		}
 		s.restart()
 	}
