@@ -16,26 +16,39 @@
 //
 // Listener.Close first fences the socket: it attaches a socket filter that
 // drops a client's SYN, so the kernel starts no new handshake (the client
-// sends its SYN again about a second later, finds the socket closed and is
-// refused, which a proxy retries on another instance). It then waits until
-// the server has accepted everything queued and no handshake is under way,
-// and the two have stayed so for a couple of milliseconds (Linux reports the
-// accept queue's length as TCP_INFO's tcpi_unacked for a listening socket;
-// handshakes under way are its SYN_RECV entries in /proc/net/tcp and tcp6).
-// Then it shuts the socket down in the same goroutine (shutdown(2), which
-// stops listening at once, unlike close while another goroutine is blocked
-// in accept) and closes it. The wait is bounded (DefaultMaxWait); the
-// /proc tables take a few milliseconds to read (the kernel walks its whole
-// connection hash), so Close usually returns within tens of milliseconds.
+// sends its SYN again about a second later, two more after that if Close is
+// still waiting, and is refused once the socket has closed; a proxy retries
+// it on another instance). It then waits until
+// no handshake is under way and the server has accepted everything queued,
+// and the two have stayed so for a couple of milliseconds. Handshakes under
+// way are the port's SYN_RECV sockets, which sock_diag (netlink) lists; the
+// accept queue's length Linux reports as TCP_INFO's tcpi_unacked for a
+// listening socket. Then it shuts the socket down in the same goroutine
+// (shutdown(2), which stops listening at once, unlike close while another
+// goroutine is blocked in accept) and closes it. Each look takes a few
+// milliseconds (the kernel walks its whole connection hash for the netlink
+// answer), so Close usually returns within tens of milliseconds; the wait is
+// bounded (DefaultMaxWait). A handshake that will never complete (a client
+// gone after its SYN, a port scan) holds Close for the whole bound, and is
+// then dropped: its client had sent no request.
+//
+// What is left to chance is the last ACK of a handshake the kernel answered
+// with a SYN cookie (under a SYN flood: it keeps no record of those),
+// arriving more than the settle time after the fence, and a connection
+// completed in the microseconds between the last look and the shutdown by
+// such an ACK. Connections accepted after the fence keep its filter (a socket
+// inherits its listener's), which drops a stray SYN on them instead of
+// answering it with a challenge ACK; they are closed after one response.
 //
 // Linux refuses socket filters on MPTCP sockets, which Go's listeners are by
-// default: listen with ListenTCP. Unfenced (an MPTCP socket, another
-// system), Close waits for the accept queue alone, and a handshake completing
-// in the microsecond between its last look and the shutdown is reset: under
-// the load above, one request in about ten runs of ten shutdowns (CI on
-// 2026-12-03). Proxies that stop choosing an instance before it closes
+// default: listen with ListenTCP. Unfenced (an MPTCP socket, sock_diag
+// refused, another system), Close waits for the accept queue alone, and a
+// handshake completing in the microsecond between its last look and the
+// shutdown, or still under way then, is reset: CI met that once in about a
+// dozen runs of the end-to-end test's ten shutdowns under a connection flood
+// (2026-12-03). Proxies that stop choosing an instance before it closes
 // (Kubernetes endpoints during the preStop sleep) never meet the race.
 //
-// No library does this (a socket filter, a socket option and a /proc table
-// read in a loop, and a shutdown); on other systems Close simply closes.
+// No library does this (a socket filter, a socket option and a netlink
+// question in a loop, and a shutdown); on other systems Close simply closes.
 package quiesce

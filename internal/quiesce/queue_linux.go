@@ -53,8 +53,9 @@ func synFilter() []unix.SockFilter {
 // fence stops the kernel from starting handshakes on the listening socket:
 // a client's SYN is dropped (it retransmits it about a second later, and by
 // then the socket is closed and the client is refused), while handshakes
-// already under way complete into the accept queue. Linux refuses socket
-// filters on an MPTCP socket (EOPNOTSUPP): see ListenTCP.
+// already under way complete into the accept queue. A connection accepted
+// afterwards inherits the filter. Linux refuses socket filters on an MPTCP
+// socket (EOPNOTSUPP): see ListenTCP.
 func fence(rc syscall.RawConn) error {
 	prog := synFilter()
 	var serr error
@@ -74,13 +75,20 @@ func fence(rc syscall.RawConn) error {
 // state, IPv4 and IPv6. The kernel walks its whole connection hash for each
 // question (a millisecond or two here) but sends only the matches, so the
 // cost does not grow with the connections open or in TIME_WAIT, as reading
-// /proc/net/tcp does (50 ms with 13,000 of them).
+// /proc/net/tcp does (50 ms with 13,000 of them). The kernel matches the
+// port itself; the check here only guards the count. A connection from an
+// IPv4 client to a dual-stack listener is in the IPv6 answer.
 func handshakes(port int) (int, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return 0, fmt.Errorf("sock_diag socket: %w", err)
 	}
 	defer unix.Close(fd)
+	// Close runs this under its lock: a kernel that never answers must not
+	// hold the shutdown.
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
+		return 0, fmt.Errorf("sock_diag socket: %w", err)
+	}
 	n := 0
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		m, err := dumpSynRecv(fd, family, uint16(port))
@@ -128,9 +136,9 @@ func dumpSynRecv(fd int, family uint8, port uint16) (int, error) {
 		}
 		for _, m := range msgs {
 			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				return n, nil
-			case unix.NLMSG_ERROR:
+			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
+				// Both carry an errno (negated), zero when all is well: a
+				// dump that failed part-way ends with DONE and its error.
 				if len(m.Data) >= 4 {
 					if e := int32(binary.NativeEndian.Uint32(m.Data)); e != 0 {
 						return 0, fmt.Errorf("sock_diag: %w", syscall.Errno(-e))

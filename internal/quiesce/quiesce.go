@@ -28,15 +28,19 @@ type Listener struct {
 	res Result
 
 	waiting func() // tests: called when Close first finds the queue not empty
+	looks   int    // tests: how many times Close looked at the queue
 }
 
-// Result is what the first Close found. When Fenced, Queued and Left count
-// the handshakes under way with the accept queue.
+// Result is what the first Close found. Queued and Left count the accept
+// queue and, while they can be counted, the handshakes under way.
 type Result struct {
 	Queued int           // connections queued when Close began (-1: unknown)
 	Left   int           // connections still queued when the socket closed (-1: unknown)
 	Waited time.Duration // how long Close waited before closing
-	Fenced bool          // new handshakes were stopped before the wait
+	// Fenced: new handshakes were stopped before the wait and those under
+	// way were counted at every look. Unfenced, a handshake completing as
+	// the socket closed may have been reset.
+	Fenced bool
 }
 
 // ListenTCP listens on addr ("host:port") with a plain TCP socket, which
@@ -120,19 +124,26 @@ const settle = 2 * time.Millisecond
 // shutdown is reset. It runs under l.mu, once, from the first Close.
 func (l *Listener) drain() Result {
 	start := time.Now()
-	res := Result{Queued: -1, Left: -1, Fenced: fence(l.rc) == nil}
+	filtered := fence(l.rc) == nil
+	res := Result{Queued: -1, Left: -1, Fenced: filtered}
 	var emptySince time.Time // zero while something is queued
 	for {
-		n, err := queueLen(l.rc)
+		// Handshakes first and the queue last: a handshake that completes
+		// while the (slow) dump runs is in the queue when the queue is read,
+		// and the shutdown follows that reading at once.
+		h := 0
+		if filtered {
+			var err error
+			if h, err = handshakes(l.port); err != nil {
+				h, res.Fenced = 0, false // uncounted: the queue alone is watched
+			}
+		}
+		q, err := queueLen(l.rc)
 		if err != nil {
 			return res // closed under us or not listening: nothing to wait for
 		}
-		if res.Fenced {
-			if h, err := handshakes(l.port); err == nil {
-				n += h
-			}
-		}
-		now := time.Now()
+		n, now := q+h, time.Now()
+		l.looks++
 		if res.Queued < 0 {
 			res.Queued = n
 		}
@@ -143,7 +154,7 @@ func (l *Listener) drain() Result {
 		case emptySince.IsZero():
 			emptySince = now
 		}
-		done := n == 0 && (!res.Fenced || now.Sub(emptySince) >= settle)
+		done := n == 0 && (!filtered || now.Sub(emptySince) >= settle)
 		if done || res.Waited >= l.maxWait {
 			// Stop listening now: closing the socket waits for the accept
 			// loop to wake and let go of it, and a handshake completing
