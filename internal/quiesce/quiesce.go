@@ -124,8 +124,15 @@ const settle = 2 * time.Millisecond
 // shutdown is reset. It runs under l.mu, once, from the first Close.
 func (l *Listener) drain() Result {
 	start := time.Now()
+	res := Result{Queued: -1, Left: -1}
+	// The queue as Close began (the first dump below takes milliseconds, in
+	// which the server accepts what was queued).
+	first, err := queueLen(l.rc)
+	if err != nil {
+		return res // closed under us or not listening: nothing to wait for
+	}
 	filtered := fence(l.rc) == nil
-	res := Result{Queued: -1, Left: -1, Fenced: filtered}
+	res.Fenced = filtered
 	var emptySince time.Time // zero while something is queued
 	for {
 		// Handshakes first and the queue last: a handshake that completes
@@ -145,7 +152,7 @@ func (l *Listener) drain() Result {
 		n, now := q+h, time.Now()
 		l.looks++
 		if res.Queued < 0 {
-			res.Queued = n
+			res.Queued = first + h
 		}
 		res.Left, res.Waited = n, now.Sub(start)
 		switch {
