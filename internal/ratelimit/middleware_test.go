@@ -117,7 +117,8 @@ func TestMiddlewareHeadersMatchScript(t *testing.T) {
 			rd := &recordingDecider{Decider: kind.make(t, c, prefix+kind.name+":", 5*time.Second)}
 			rec := newTestRecorder()
 			p := mustPolicy(t, "create", "30/1m:10") // a token every 2s
-			mw, err := New(Config{Policy: p, Decider: rd, KeyFunc: byHeader, Recorder: rec, LegacyHeaders: true})
+			mw, err := New(Config{Policy: p, Decider: rd, KeyFunc: byHeader, Recorder: rec, LegacyHeaders: true,
+				Timeout: 5 * time.Second}) // the decider's own bound: the test reads every decision
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -15,7 +15,7 @@ import (
 // instance after its expires_at, not after some cache TTL.
 func TestCacheExpiredLinkGoneOnFirstRequest(t *testing.T) {
 	r := testenv.StartRedis(t)
-	a, b := cachePair(t, r)
+	a, b := cachePair(t, r, testRedisTimeout)
 	m := startCacheMonitor(t, r)
 	rdb := cacheRedisClient(t, r)
 

@@ -16,7 +16,7 @@ import (
 // processes sharing one Redis and one PostgreSQL database.
 func TestCacheInvalidationAcrossInstances(t *testing.T) {
 	r := testenv.StartRedis(t)
-	a, b := cachePair(t, r)
+	a, b := cachePair(t, r, testRedisTimeout)
 	m := startCacheMonitor(t, r)
 
 	const rounds = 50
@@ -75,7 +75,7 @@ func TestCacheInvalidationAcrossInstances(t *testing.T) {
 // negative TTL is a minute, so only the invalidation can explain a 302.
 func TestCacheNegativeEntryClearedByCreate(t *testing.T) {
 	r := testenv.StartRedis(t)
-	a, b := cachePair(t, r, "LINKGATE_NEGATIVE_TTL=1m")
+	a, b := cachePair(t, r, testRedisTimeout, "LINKGATE_NEGATIVE_TTL=1m")
 	rdb := cacheRedisClient(t, r)
 	code := cacheAlias("neg-")
 
@@ -124,7 +124,7 @@ func TestCacheNegativeEntryClearedByCreate(t *testing.T) {
 // instance then serves the link from Redis without reading the store.
 func TestCacheOneStoreReadAndSharedRedis(t *testing.T) {
 	r := testenv.StartRedis(t)
-	a, b := cachePair(t, r)
+	a, b := cachePair(t, r, testRedisTimeout)
 	m := startCacheMonitor(t, r)
 	url := "https://example.com/burst"
 	code := a.create(t, fmt.Sprintf(`{"url":%q}`, url))["code"].(string)

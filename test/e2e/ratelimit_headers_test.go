@@ -19,7 +19,7 @@ func rlBackends() map[string]func(t *testing.T) []string {
 	return map[string]func(t *testing.T) []string{
 		"redis": func(t *testing.T) []string {
 			r, _ := rlRedis(t)
-			return []string{"LINKGATE_REDIS_URL=" + r.URL()}
+			return []string{"LINKGATE_REDIS_URL=" + r.URL(), testRedisTimeout}
 		},
 		"local": func(t *testing.T) []string { return nil },
 	}
@@ -123,7 +123,7 @@ func TestRateLimitHeadersAnd429(t *testing.T) {
 func TestRateLimitProbesNeverLimited(t *testing.T) {
 	r, _ := rlRedis(t)
 	s := startServer(t, "sqlite://"+filepath.Join(t.TempDir(), "rl.db"),
-		append([]string{"LINKGATE_REDIS_URL=" + r.URL()}, rlPolicies("1/1h:1", "1/1h:1", "1/1h:1")...)...)
+		append([]string{"LINKGATE_REDIS_URL=" + r.URL(), testRedisTimeout}, rlPolicies("1/1h:1", "1/1h:1", "1/1h:1")...)...)
 
 	code := s.create(t, `{"url":"https://example.com/probes"}`)["code"].(string)
 	rl429(t, do(t, "POST", s.URL+"/api/v1/links", []byte(`{"url":"https://example.com/p2"}`), jsonCT), "create")
@@ -166,7 +166,7 @@ func TestRateLimitProbesNeverLimited(t *testing.T) {
 func TestRateLimitKeyGuessing(t *testing.T) {
 	r, rdb := rlRedis(t)
 	s := startServer(t, "sqlite://"+filepath.Join(t.TempDir(), "rl.db"),
-		append([]string{"LINKGATE_REDIS_URL=" + r.URL()}, rlPolicies("off", "off", "10/1h:10")...)...)
+		append([]string{"LINKGATE_REDIS_URL=" + r.URL(), testRedisTimeout}, rlPolicies("off", "off", "10/1h:10")...)...)
 
 	tokens := make([]string, 50)
 	for i := range tokens {

@@ -455,13 +455,12 @@ func TestRateLimitScriptFlushUnderLoad(t *testing.T) {
 	lat := rlCheckSamples(t, samples)
 
 	noscript := rlErrorStat(t, rdb, "NOSCRIPT")
-	var allowed, failOpen, backendErrors, fallback float64
+	var allowed, failOpen, backendErrors float64
 	for _, s := range servers {
 		m := scrape(t, s)
 		allowed += m[rlDecisions("redirect", "allowed")]
 		failOpen += m[rlDecisions("redirect", "fail_open")]
 		backendErrors += m["linkgate_ratelimit_backend_errors_total"]
-		fallback += m["linkgate_ratelimit_fallback_active"]
 	}
 	redirects := 0
 	for _, s := range samples {
@@ -492,8 +491,12 @@ func TestRateLimitScriptFlushUnderLoad(t *testing.T) {
 	if flushes < int(loadFor/flushEvery)/2 || noscript == 0 {
 		t.Fatalf("only %d flushes and %d NOSCRIPT answers: the test did not exercise the reload", flushes, noscript)
 	}
-	if fallback != 0 {
-		t.Errorf("fallback active on %v instances after the flushes", fallback)
+	// Polled, not read once (as before the kill in the test above): a stall
+	// past the 50 ms timeout may open the breaker for one open period; a
+	// limiter the flushes left in the fallback would stay at 1.
+	for i, s := range servers {
+		testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("instance %d to report the fallback inactive after the flushes", i),
+			func() bool { return scrape(t, s)["linkgate_ratelimit_fallback_active"] == 0 })
 	}
 	if float64(redirects) != allowed+failOpen {
 		t.Errorf("%d redirects but %.0f allowed + %.0f fail-open decisions", redirects, allowed, failOpen)

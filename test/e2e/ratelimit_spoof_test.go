@@ -28,7 +28,7 @@ func rlForged() []string {
 func TestRateLimitSpoofedHeadersDirect(t *testing.T) {
 	r, rdb := rlRedis(t)
 	s := startServer(t, "sqlite://"+filepath.Join(t.TempDir(), "rl.db"),
-		append([]string{"LINKGATE_REDIS_URL=" + r.URL()}, rlPolicies("off", "off", "100/1h:100")...)...)
+		append([]string{"LINKGATE_REDIS_URL=" + r.URL(), testRedisTimeout}, rlPolicies("off", "off", "100/1h:100")...)...)
 	code := s.create(t, `{"url":"https://example.com/spoof"}`)["code"].(string)
 
 	counts := rlCount(t, 1000, 8, func(int) (response, error) {
@@ -51,7 +51,7 @@ func TestRateLimitSpoofedHeadersDirect(t *testing.T) {
 func TestRateLimitTrustedProxyRealIP(t *testing.T) {
 	r, rdb := rlRedis(t)
 	s := startServer(t, "sqlite://"+filepath.Join(t.TempDir(), "rl.db"),
-		append([]string{"LINKGATE_REDIS_URL=" + r.URL(), "LINKGATE_TRUSTED_PROXIES=127.0.0.1/32"},
+		append([]string{"LINKGATE_REDIS_URL=" + r.URL(), testRedisTimeout, "LINKGATE_TRUSTED_PROXIES=127.0.0.1/32"},
 			rlPolicies("off", "off", "10/1h:10")...)...)
 	code := s.create(t, `{"url":"https://example.com/trusted"}`)["code"].(string)
 
@@ -103,7 +103,7 @@ func TestRateLimitTrustedProxyRealIP(t *testing.T) {
 // they carry the api fields). A second client, 127.0.0.4, has its own bucket.
 func TestRateLimitForgedHeadersThroughNginx(t *testing.T) {
 	r, rdb := rlRedis(t)
-	c := startEdgeCluster(t, 2, append([]string{"LINKGATE_REDIS_URL=" + r.URL()}, rlPolicies("off", "off", "20/1h:20")...)...)
+	c := startEdgeCluster(t, 2, append([]string{"LINKGATE_REDIS_URL=" + r.URL(), testRedisTimeout}, rlPolicies("off", "off", "20/1h:20")...)...)
 	created := edgeMustDo(t, edgeClient("127.0.0.1"), "POST", c.nginx.URL+"/api/v1/links",
 		[]byte(`{"url":"https://example.com/edge"}`), jsonCT, adminAuth)
 	if created.Status != http.StatusCreated {
