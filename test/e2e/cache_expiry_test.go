@@ -20,7 +20,7 @@ func TestCacheExpiredLinkGoneOnFirstRequest(t *testing.T) {
 	rdb := cacheRedisClient(t, r)
 
 	url := "https://example.com/expiring"
-	exp := time.Now().Add(2 * time.Second).UTC()
+	exp := time.Now().Add(5 * time.Second).UTC() // the setup below must finish before it
 	l := a.create(t, fmt.Sprintf(`{"url":%q,"expires_at":%q}`, url, exp.Format(time.RFC3339Nano)))
 	code := l["code"].(string)
 	stored, err := time.Parse(time.RFC3339Nano, l["expires_at"].(string))
@@ -37,7 +37,7 @@ func TestCacheExpiredLinkGoneOnFirstRequest(t *testing.T) {
 		t.Fatalf("the setup took past expires_at; the link expired before it was cached everywhere")
 	}
 
-	testenv.WaitFor(t, 5*time.Second, "the wall clock to pass expires_at", func() bool { return time.Now().After(stored) })
+	testenv.WaitFor(t, 8*time.Second, "the wall clock to pass expires_at", func() bool { return time.Now().After(stored) })
 	m.sync()
 	lookups := m.mgets(code)
 	for _, s := range []*server{a, b} {

@@ -154,7 +154,7 @@ func TestEdgeShutdownIdleKeepAlive(t *testing.T) {
 	sent := edgeSignal(t, s)
 	exit := edgeWaitExit(t, s, sent, delay+drain+2*time.Second)
 	t.Logf("exit with an idle keep-alive connection: %v after SIGTERM (delay %v, drain timeout %v)", exit.Round(time.Millisecond), delay, drain)
-	if exit > delay+time.Second {
+	if exit > delay+2*time.Second { // room for a loaded machine, still far below the drain timeout
 		t.Errorf("exit took %v with an idle keep-alive client; want about the %v delay, far below the %v drain timeout", exit, delay, drain)
 	}
 	// The server closed the idle connection.
@@ -176,7 +176,7 @@ func TestEdgeShutdownSilentConnection(t *testing.T) {
 	sent := edgeSignal(t, s)
 	exit := edgeWaitExit(t, s, sent, delay+drain+2*time.Second)
 	t.Logf("exit with a connected, silent client: %v after SIGTERM (delay %v, drain timeout %v, read timeout %v)", exit.Round(time.Millisecond), delay, drain, read)
-	if exit > delay+drain+500*time.Millisecond {
+	if exit > delay+drain+2*time.Second { // room for a loaded machine, far below the read timeout
 		t.Errorf("exit took %v, past delay + drain timeout", exit)
 	}
 }
