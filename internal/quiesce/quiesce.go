@@ -13,9 +13,10 @@ import (
 
 // Listener is a net.Listener whose first Close stops new handshakes, waits,
 // at most maxWait, for the server to accept every connection the kernel has
-// completed or is completing, and then closes the socket at once. The server must keep accepting until Close
-// returns (fasthttp's and net/http's shutdowns close the listener while their
-// accept loop still runs). Later calls to Close only close.
+// completed or is completing, and then closes the socket at once. The server
+// must keep accepting until Close returns (fasthttp's and net/http's
+// shutdowns close the listener while their accept loop still runs). Later
+// calls to Close only close.
 type Listener struct {
 	net.Listener
 	maxWait time.Duration
@@ -54,8 +55,10 @@ func ListenTCP(ctx context.Context, addr string) (net.Listener, error) {
 	return lc.Listen(ctx, "tcp", addr)
 }
 
-// DefaultMaxWait is the bound linkgate gives Close: the queue normally
-// empties in microseconds, and a second means the accept loop is not running.
+// DefaultMaxWait is the bound linkgate gives Close: Close normally returns
+// within tens of milliseconds (the queue empties in microseconds; each look
+// at the handshakes takes a few milliseconds), and a second means the accept
+// loop is not running or a client abandoned its handshake.
 const DefaultMaxWait = time.Second
 
 // New wraps ln; maxWait bounds the wait in Close.
@@ -105,7 +108,7 @@ func (l *Listener) Result() Result {
 	return l.res
 }
 
-// pollEvery is how often drain looks at the queue while it is not empty.
+// pollEvery is how long drain sleeps between looks.
 const pollEvery = 200 * time.Microsecond
 
 // settle is how long a fenced listener's queue must stay empty before the
