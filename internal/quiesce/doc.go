@@ -18,12 +18,11 @@
 // drops a client's SYN, so the kernel starts no new handshake (the client
 // sends its SYN again about a second later, two more after that if Close is
 // still waiting, and is refused once the socket has closed; a proxy retries
-// it on another instance). It then waits until
-// no handshake is under way and the server has accepted everything queued,
-// and the two have stayed so for a couple of milliseconds. Handshakes under
-// way are the port's SYN_RECV sockets, which sock_diag (netlink) lists; the
-// accept queue's length Linux reports as TCP_INFO's tcpi_unacked for a
-// listening socket. Then it shuts the socket down in the same goroutine
+// it on another instance). It then waits until no handshake is under way and
+// the server has accepted everything queued, and the two have stayed so for
+// a couple of milliseconds. Handshakes under way are the port's SYN_RECV
+// sockets, which sock_diag (netlink) lists; the accept queue's length Linux
+// reports as TCP_INFO's tcpi_unacked for a listening socket. Then it shuts the socket down in the same goroutine
 // (shutdown(2), which stops listening at once, unlike close while another
 // goroutine is blocked in accept) and closes it. Each look takes a few
 // milliseconds (the kernel walks its whole connection hash for the netlink

@@ -89,9 +89,9 @@ func handshakes(port int) (int, error) {
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
 		return 0, fmt.Errorf("sock_diag socket: %w", err)
 	}
-	n := 0
+	n, buf := 0, make([]byte, 1<<16)
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		m, err := dumpSynRecv(fd, family, uint16(port))
+		m, err := dumpSynRecv(fd, buf, family, uint16(port))
 		if err != nil {
 			return 0, err
 		}
@@ -109,8 +109,8 @@ const (
 )
 
 // dumpSynRecv asks sock_diag for family's TCP sockets in SYN_RECV whose
-// local port is port, and counts the answers.
-func dumpSynRecv(fd int, family uint8, port uint16) (int, error) {
+// local port is port, and counts the answers, read into buf.
+func dumpSynRecv(fd int, buf []byte, family uint8, port uint16) (int, error) {
 	req := make([]byte, unix.SizeofNlMsghdr+diagReqLen)
 	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))                   // nlmsg_len
 	binary.NativeEndian.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)           // nlmsg_type
@@ -124,7 +124,6 @@ func dumpSynRecv(fd int, family uint8, port uint16) (int, error) {
 		return 0, fmt.Errorf("sock_diag request: %w", err)
 	}
 	n := 0
-	buf := make([]byte, 1<<16)
 	for {
 		got, _, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {

@@ -128,6 +128,18 @@ func allow(tb testing.TB, d Decider, p Policy, key string, cost int64) Decision 
 	return dec
 }
 
+// warmUp polls d on a key of its own until Redis decides (directly or through
+// a lease): a client's first call (a dial, the script loaded into a fresh
+// Redis) may overrun a production-sized timeout on a loaded machine, and a
+// test that counts breaker openings or leases must start from a warm one.
+func warmUp(t *testing.T, d Decider, p Policy) {
+	t.Helper()
+	testenv.WaitFor(t, 5*time.Second, "a decision from Redis within the client's timeout", func() bool {
+		dec, err := d.Allow(context.Background(), p, "warm-up", 1)
+		return err == nil && (dec.Source == SourceRedis || dec.Source == SourceLease)
+	})
+}
+
 // fakeClock is a settable clock for LocalLimiter and Fallback.
 type fakeClock struct {
 	mu sync.Mutex

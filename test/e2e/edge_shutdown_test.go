@@ -259,9 +259,9 @@ func establishedAt(t *testing.T, port int) int {
 }
 
 // Clients opening new connections as fast as they can while the instance
-// stops, ten times or more: no request may be reset after it was sent. Closing the
-// listener plainly resets the connections the kernel completed that
-// linkgate had not accepted yet (this test then saw 2 resets in its 10
+// stops, ten times or more: no request may be reset after it was sent.
+// Closing the listener plainly resets the connections the kernel completed
+// that linkgate had not accepted yet (this test then saw 2 resets in its 10
 // shutdowns; an ad-hoc run saw 21 in 40); waiting for the accept queue alone
 // left a microsecond's window, which CI hit once (a handshake completing
 // just before the close). internal/quiesce fences the socket first (no new
@@ -282,7 +282,6 @@ func TestEdgeShutdownResetsNoQueuedConnection(t *testing.T) {
 	// nothing in a few percent of runs.
 	shutdowns := 0
 	for ; shutdowns < 30 && (shutdowns < 10 || withQueue == 0); shutdowns++ {
-		trial := shutdowns
 		var stop atomic.Bool
 		var wg sync.WaitGroup
 		for range 4 {
@@ -321,9 +320,9 @@ func TestEdgeShutdownResetsNoQueuedConnection(t *testing.T) {
 				withQueue++
 			}
 			if l["fenced"] != true {
-				t.Errorf("shutdown %d: listener closed unfenced (%v): new handshakes were not stopped", trial+1, l["fenced"])
+				t.Errorf("shutdown %d: listener closed unfenced (%v): new handshakes were not stopped", shutdowns+1, l["fenced"])
 			}
-			t.Logf("shutdown %d at %s: listener closed with %v queued, %v left, after %v, fenced %v", trial+1, sent.Format("15:04:05.000"), l["queued"], l["left"], l["waited"], l["fenced"])
+			t.Logf("shutdown %d at %s: listener closed with %v queued, %v left, after %v, fenced %v", shutdowns+1, sent.Format("15:04:05.000"), l["queued"], l["left"], l["waited"], l["fenced"])
 		}
 		s.restart()
 	}
