@@ -21,6 +21,7 @@ import (
 	"github.com/linkgate/linkgate/internal/cache"
 	"github.com/linkgate/linkgate/internal/clicks"
 	"github.com/linkgate/linkgate/internal/config"
+	"github.com/linkgate/linkgate/internal/deadline"
 	"github.com/linkgate/linkgate/internal/handlers"
 	"github.com/linkgate/linkgate/internal/health"
 	"github.com/linkgate/linkgate/internal/httpserver"
@@ -81,8 +82,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { defer workers.Done(); _ = counter.Run(workCtx) }()
 	go func() { defer workers.Done(); _ = resolver.Run(workCtx) }() // cross-instance invalidations
 
+	// Each connection's deadlines reach its socket only when a read or
+	// write could wait on them, and may fire up to a tenth of the shortest
+	// timeout early (package deadline).
+	slack := min(cfg.ReadTimeout, cfg.WriteTimeout, cfg.IdleTimeout) / 10
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- app.Listener(ln) }()
+	go func() { serveErr <- app.Listener(deadline.Listener(ln, slack)) }()
 	probes.MarkReady()
 	logger.Info("linkgate started", "version", version, "addr", ln.Addr().String(), "base_url", cfg.BaseURL.String())
 
