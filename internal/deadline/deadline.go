@@ -129,7 +129,7 @@ func (c *Conn) set(s *side, t time.Time, apply func(time.Time) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.want = t
-	if s.calls.Load() == 0 || t.Equal(s.have) {
+	if s.calls.Load() == 0 || t == s.have {
 		return nil
 	}
 	return s.apply(apply)
@@ -152,16 +152,23 @@ func (c *Conn) begin(s *side, apply func(time.Time) error) error {
 func (c *Conn) end(s *side) { s.calls.Add(-1) }
 
 // stale reports whether the socket's deadline must change before a call: it
-// differs from the one set, other than by being at most slack earlier.
+// differs from the one set, other than by being at most slack earlier. The
+// slack applies only between deadlines read off the monotonic clock
+// (time.Now().Add, as fasthttp sets them): two wall-clock times are a fixed
+// distance apart only while nobody sets the system clock.
 func (c *Conn) stale(s *side) bool {
-	if s.want.Equal(s.have) {
+	if s.want == s.have { // the same time, with the same clock readings
 		return false
 	}
-	if s.want.IsZero() || s.have.IsZero() || s.want.Before(s.have) {
+	if s.want.IsZero() || s.have.IsZero() || !monotonic(s.want) || !monotonic(s.have) || s.want.Before(s.have) {
 		return true
 	}
 	return s.want.Sub(s.have) > c.slack
 }
+
+// monotonic reports whether t carries a monotonic clock reading, which
+// Round(0) strips.
+func monotonic(t time.Time) bool { return t != t.Round(0) }
 
 // apply gives the socket the deadline last set. s.mu is held.
 func (s *side) apply(apply func(time.Time) error) error {
