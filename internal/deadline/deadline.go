@@ -129,7 +129,7 @@ func (c *Conn) set(s *side, t time.Time, apply func(time.Time) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.want = t
-	if s.calls.Load() == 0 || t == s.have {
+	if s.calls.Load() == 0 || t.Equal(s.have) {
 		return nil
 	}
 	return s.apply(apply)
@@ -157,7 +157,7 @@ func (c *Conn) end(s *side) { s.calls.Add(-1) }
 // (time.Now().Add, as fasthttp sets them): two wall-clock times are a fixed
 // distance apart only while nobody sets the system clock.
 func (c *Conn) stale(s *side) bool {
-	if s.want == s.have { // the same time, with the same clock readings
+	if s.want.Equal(s.have) {
 		return false
 	}
 	if s.want.IsZero() || s.have.IsZero() || !monotonic(s.want) || !monotonic(s.have) || s.want.Before(s.have) {
