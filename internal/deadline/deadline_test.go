@@ -64,13 +64,33 @@ func blockedRead(t *testing.T, c *Conn) <-chan error {
 		_, err := c.Read(make([]byte, 16))
 		done <- err
 	}()
-	for end := time.Now().Add(5 * time.Second); c.read.calls.Load() == 0; {
+	underway(t, &c.read)
+	return done
+}
+
+// underway polls until a call on s is under way.
+func underway(t *testing.T, s *side) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); s.calls.Load() == 0; {
 		if time.Now().After(end) {
-			t.Fatal("Read never started")
+			t.Fatal("the call never started")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return done
+}
+
+// ended waits for a call's result on done, which must match want, within
+// 5 s; what names what should have ended the call.
+func ended(t *testing.T, done <-chan error, want error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if !errors.Is(err, want) {
+			t.Fatalf("the call ended with %v; want %v", err, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s did not end the blocked call", what)
+	}
 }
 
 func TestReadDeadlineSetBeforeTheReadBoundsIt(t *testing.T) {
@@ -95,14 +115,7 @@ func TestDeadlineSetDuringABlockedReadInterruptsIt(t *testing.T) {
 	if err := c.SetReadDeadline(time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("Read: %v; want a deadline error", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a deadline in the past did not end the blocked Read")
-	}
+	ended(t, done, os.ErrDeadlineExceeded, "a deadline in the past")
 }
 
 // A Read under way also gets a deadline moved later, or cleared, at once:
@@ -145,14 +158,7 @@ func TestCloseEndsABlockedRead(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("Read: %v; want net.ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not end the blocked Read")
-	}
+	ended(t, done, net.ErrClosed, "Close")
 }
 
 // The moves fasthttp makes for each request on a busy keep-alive connection
@@ -316,28 +322,14 @@ func TestDeadlineSetDuringABlockedWriteInterruptsIt(t *testing.T) {
 	c, _ := pair(t, time.Second)
 	done := make(chan error, 1)
 	go func() { done <- fill(c) }()
-	// Poll until a Write has been under way for a while: with the client
-	// reading nothing, the buffers fill within a few writes and it blocks.
-	for end := time.Now().Add(5 * time.Second); ; {
-		if c.write.calls.Load() > 0 {
-			if err := c.SetWriteDeadline(time.Now()); err != nil {
-				t.Fatal(err)
-			}
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatal("Write never started")
-		}
-		time.Sleep(time.Millisecond)
+	// The deadline reaches the Write under way: it ends it if blocked (the
+	// client reads nothing, so the buffers fill within a few writes), or
+	// else the next Write, which begins with the past deadline on the socket.
+	underway(t, &c.write)
+	if err := c.SetWriteDeadline(time.Now()); err != nil {
+		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("Write: %v; want a deadline error", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a deadline in the past did not end the blocked Write")
-	}
+	ended(t, done, os.ErrDeadlineExceeded, "a deadline in the past")
 }
 
 // Deadlines set from other goroutines while Reads and Writes run; run
