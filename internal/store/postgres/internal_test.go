@@ -1,8 +1,12 @@
 package postgres
 
 import (
+	"context"
+	"io/fs"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/linkgate/linkgate/internal/testenv"
@@ -67,6 +71,11 @@ func TestEveryConnectionCommitsSynchronously(t *testing.T) {
 // TestConcurrentOpenMigratesOnce opens one fresh database from three
 // goroutines at once: all succeed and each migration is applied once.
 func TestConcurrentOpenMigratesOnce(t *testing.T) {
+	files, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("embedded migrations: %v, %v", files, err)
+	}
+	nMigrations := len(files)
 	url := testenv.PostgresURL(t)
 	const n = 3
 	stores := make([]*Store, n)
@@ -92,8 +101,8 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 		"SELECT count(*), count(DISTINCT version) FROM schema_migrations").Scan(&rows, &versions); err != nil {
 		t.Fatal(err)
 	}
-	if rows != versions || versions != 1 {
-		t.Fatalf("schema_migrations has %d rows for %d versions, want 1 and 1", rows, versions)
+	if rows != nMigrations || versions != nMigrations {
+		t.Fatalf("schema_migrations has %d rows for %d versions, want %d and %d", rows, versions, nMigrations, nMigrations)
 	}
 	for i, s := range stores {
 		if err := s.Ping(t.Context()); err != nil {
@@ -102,7 +111,7 @@ func TestConcurrentOpenMigratesOnce(t *testing.T) {
 	}
 	// Another open finds everything applied.
 	s := openTest(t, url)
-	if err := s.pool.QueryRow(t.Context(), "SELECT count(*) FROM schema_migrations").Scan(&rows); err != nil || rows != 1 {
+	if err := s.pool.QueryRow(t.Context(), "SELECT count(*) FROM schema_migrations").Scan(&rows); err != nil || rows != nMigrations {
 		t.Fatalf("after reopen: %d rows, %v", rows, err)
 	}
 }
@@ -121,5 +130,80 @@ func TestOpenRejects(t *testing.T) {
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// TestAddClicksWaitsForClickFlushLock holds clickFlushLock in another
+// transaction: AddClicks must wait for it (so concurrent batches run one at a
+// time) and count once it is released.
+func TestAddClicksWaitsForClickFlushLock(t *testing.T) {
+	s := openTest(t, testenv.PostgresURL(t))
+	ctx := t.Context()
+	if err := s.CreateLink(ctx, newLink("flushlk", "https://example.com/lock")); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = holder.Rollback(ctx) }()
+	if _, err := holder.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", clickFlushLock); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.AddClicks(context.Background(), map[string]int64{"flushlk": 3}) }()
+
+	// Poll until AddClicks's backend waits on the advisory lock.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting int
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
+			WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND (classid::bigint << 32 | objid::bigint) = $1`, clickFlushLock).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting == 1 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("AddClicks returned (%v) while another transaction held the click flush lock", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("AddClicks never waited on the click flush lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := holder.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("AddClicks did not finish after the lock was released")
+	}
+	l, err := s.GetLink(ctx, "flushlk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Clicks != 3 {
+		t.Fatalf("clicks = %d, want 3", l.Clicks)
+	}
+}
+
+// TestLinksLeaveRoomForClickUpdates: the migrations give links a fillfactor
+// below 100, so click flushes can update rows in place (HOT).
+func TestLinksLeaveRoomForClickUpdates(t *testing.T) {
+	s := openTest(t, testenv.PostgresURL(t))
+	var opts []string
+	if err := s.pool.QueryRow(t.Context(), "SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = 'links'::regclass").Scan(&opts); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(opts, "fillfactor=80") {
+		t.Fatalf("links reloptions %q, want fillfactor=80", opts)
 	}
 }

@@ -64,13 +64,22 @@ func (s *Store) ListLinks(ctx context.Context, p links.ListParams) ([]*links.Lin
 	return out, nil
 }
 
-// AddClicks adds each count to its link's clicks in one transaction and two
-// statements, whatever the number of codes: it locks the rows in id order
-// (so concurrent batches over the same codes queue instead of deadlocking),
-// then updates them all from unnest of two arrays, setting UpdatedAt to
-// Config.Now (never moving it backwards, whatever the instances' clocks).
-// Unknown codes and zero counts are skipped; a negative count is an EINVALID
-// error and nothing is written.
+// AddClicks adds each count to its link's clicks in one transaction and one
+// UPDATE from unnest of two arrays, whatever the number of codes, setting
+// UpdatedAt to Config.Now (never moving it backwards, whatever the
+// instances' clocks). Unknown codes and zero counts are skipped; a negative
+// count is an EINVALID error and nothing is written.
+//
+// Concurrent batches (instances flushing at once) could deadlock if two
+// UPDATEs locked shared rows in different orders, and the order an UPDATE
+// locks in is its plan's. So each batch first takes clickFlushLock, a
+// transaction-scoped advisory lock: batches on one database run one at a
+// time (a flush of 10,000 codes takes tens of ms, so instances rarely
+// wait). A single-row writer (DeleteLink) cannot close a cycle with a batch.
+// The first version locked the rows instead, in id order with SELECT ... FOR
+// UPDATE; that pass wrote a row lock to every tuple and its WAL, and cost
+// about 1.6 us of the UPDATE's 5.9 us per code (BenchmarkAddClicks, 10,000
+// codes, fillfactor 80).
 func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 	codes, err := check.ClickCodes(counts)
 	if err != nil || len(codes) == 0 {
@@ -82,8 +91,7 @@ func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 		ns[i] = counts[c]
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx,
-			"SELECT 1 FROM links WHERE code = ANY($1::text[]) ORDER BY id FOR UPDATE", codes); err != nil {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", clickFlushLock); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `UPDATE links AS l SET clicks = l.clicks + v.n, updated_at = GREATEST(l.updated_at, $3)
@@ -95,6 +103,10 @@ func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 	}
 	return nil
 }
+
+// clickFlushLock is the advisory lock key that serialises AddClicks batches
+// on one database ("lgclicks" in ASCII; migrationLock is another key).
+const clickFlushLock int64 = 0x6c67636c69636b73
 
 // CreateAPIKey inserts k, or returns an ECONFLICT error when k.ID exists. The
 // hash must be 32 bytes (EINVALID otherwise). k.CreatedAt is normalised as in

@@ -8,9 +8,9 @@
 // maxCreateBatch) without changing that. Several linkgate instances may share
 // one database: the unique index on links.code decides concurrent creates of
 // one code (batches insert in code order, so two cannot deadlock), AddClicks
-// locks rows in id order so concurrent batches cannot deadlock, and
-// migrations run under a PostgreSQL advisory lock so instances starting
-// together do not race.
+// batches run one at a time under a transaction-scoped advisory lock so
+// concurrent ones cannot deadlock, and migrations run under a session
+// advisory lock so instances starting together do not race.
 //
 // Times are timestamptz (microsecond precision) and read back in UTC.
 //

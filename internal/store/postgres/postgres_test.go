@@ -49,3 +49,16 @@ func TestAddClicksStampsUpdatedAtMonotonically(t *testing.T) {
 		return s
 	})
 }
+
+// BenchmarkAddClicks measures one click flush (ns/code: the flush's time per
+// link counted), with synchronous_commit=on.
+func BenchmarkAddClicks(b *testing.B) {
+	url := testenv.PostgresURL(b)
+	storetest.BenchmarkAddClicks(b, func(b *testing.B) store.Store {
+		s, err := postgres.Open(b.Context(), postgres.Config{URL: url})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	})
+}
