@@ -133,9 +133,17 @@ func TestOpenRejects(t *testing.T) {
 	}
 }
 
+// advisoryLocksSQL counts the pg_locks rows of the bigint advisory key $1 in
+// the current database (the key's high half is classid, its low half objid).
+const advisoryLocksSQL = `SELECT count(*) FROM pg_locks
+	WHERE locktype = 'advisory' AND objsubid = 1
+	AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+	AND (classid::bigint << 32 | objid::bigint) = $1`
+
 // TestAddClicksWaitsForClickFlushLock holds clickFlushLock in another
-// transaction: AddClicks must wait for it (so concurrent batches run one at a
-// time) and count once it is released.
+// transaction: AddClicks must wait for it in exclusive mode before it locks
+// any row (so concurrent batches run one at a time), count once it is
+// released, and hold the lock no longer than its transaction.
 func TestAddClicksWaitsForClickFlushLock(t *testing.T) {
 	s := openTest(t, testenv.PostgresURL(t))
 	ctx := t.Context()
@@ -146,7 +154,7 @@ func TestAddClicksWaitsForClickFlushLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = holder.Rollback(ctx) }()
+	defer func() { _ = holder.Rollback(context.Background()) }()
 	if _, err := holder.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", clickFlushLock); err != nil {
 		t.Fatal(err)
 	}
@@ -157,9 +165,7 @@ func TestAddClicksWaitsForClickFlushLock(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var waiting int
-		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
-			WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-			AND (classid::bigint << 32 | objid::bigint) = $1`, clickFlushLock).Scan(&waiting); err != nil {
+		if err := s.pool.QueryRow(ctx, advisoryLocksSQL+" AND NOT granted AND mode = 'ExclusiveLock'", clickFlushLock).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 		if waiting == 1 {
@@ -175,6 +181,18 @@ func TestAddClicksWaitsForClickFlushLock(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// It waits before touching the rows: the link is not locked yet.
+	probe, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = probe.Rollback(context.Background()) }() // a failing test must still return its connection
+	if _, err := probe.Exec(ctx, "SELECT 1 FROM links WHERE code = 'flushlk' FOR UPDATE NOWAIT"); err != nil {
+		t.Fatalf("the link is locked while AddClicks waits for the click flush lock: %v", err)
+	}
+	if err := probe.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := holder.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -185,6 +203,14 @@ func TestAddClicksWaitsForClickFlushLock(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("AddClicks did not finish after the lock was released")
+	}
+	// The lock ends with AddClicks's transaction.
+	var held int
+	if err := s.pool.QueryRow(ctx, advisoryLocksSQL, clickFlushLock).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	if held != 0 {
+		t.Fatalf("%d advisory locks on the click flush key after AddClicks returned, want 0", held)
 	}
 	l, err := s.GetLink(ctx, "flushlk")
 	if err != nil {
@@ -199,6 +225,67 @@ func TestAddClicksWaitsForClickFlushLock(t *testing.T) {
 // below 100, so click flushes can update rows in place (HOT).
 func TestLinksLeaveRoomForClickUpdates(t *testing.T) {
 	s := openTest(t, testenv.PostgresURL(t))
+	checkFillfactor(t, s)
+}
+
+// TestMigratesPopulatedVersion1: a database an earlier build left at schema
+// version 1, with links in it, is brought to the current version at Open,
+// links intact and with the fillfactor set.
+func TestMigratesPopulatedVersion1(t *testing.T) {
+	url := testenv.PostgresURL(t)
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	v1, err := fs.ReadFile(migrationFiles, "migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)`,
+		string(v1),
+		`INSERT INTO schema_migrations VALUES (1, '0001_init.sql', now())`,
+		`INSERT INTO links (code, url, redirect, created_at, clicks) VALUES ('oldlink', 'https://example.com/old', 302, now(), 5)`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%.40s...: %v", q, err)
+		}
+	}
+	s := openTest(t, url)
+	var versions []int32
+	rows, err := s.pool.Query(ctx, "SELECT version FROM schema_migrations ORDER BY version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if versions, err = pgx.CollectRows(rows, pgx.RowTo[int32]); err != nil {
+		t.Fatal(err)
+	}
+	files, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(versions) != len(files) || versions[0] != 1 || int(versions[len(versions)-1]) != len(files) {
+		t.Fatalf("schema versions %v, want 1 to %d", versions, len(files))
+	}
+	if err := s.AddClicks(ctx, map[string]int64{"oldlink": 2}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.GetLink(ctx, "oldlink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.URL != "https://example.com/old" || l.Clicks != 7 {
+		t.Fatalf("link after migration: %+v, want its URL and 7 clicks", l)
+	}
+	checkFillfactor(t, s)
+}
+
+// checkFillfactor fails t unless links carries the fillfactor of migration
+// 0002.
+func checkFillfactor(t *testing.T, s *Store) {
+	t.Helper()
 	var opts []string
 	if err := s.pool.QueryRow(t.Context(), "SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = 'links'::regclass").Scan(&opts); err != nil {
 		t.Fatal(err)

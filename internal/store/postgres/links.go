@@ -75,11 +75,20 @@ func (s *Store) ListLinks(ctx context.Context, p links.ListParams) ([]*links.Lin
 // locks in is its plan's. So each batch first takes clickFlushLock, a
 // transaction-scoped advisory lock: batches on one database run one at a
 // time (a flush of 10,000 codes takes tens of ms, so instances rarely
-// wait). A single-row writer (DeleteLink) cannot close a cycle with a batch.
-// The first version locked the rows instead, in id order with SELECT ... FOR
-// UPDATE; that pass wrote a row lock to every tuple and its WAL, and cost
-// about 1.6 us of the UPDATE's 5.9 us per code (BenchmarkAddClicks, 10,000
-// codes, fillfactor 80).
+// wait). The other writers of links cannot close a cycle with a batch:
+// DeleteLink locks one row and waits for nothing else; a create may wait on
+// a batch updating a row with its code, never the reverse (the UPDATE does
+// not see uncommitted rows). The first version locked the rows instead, in
+// id order with SELECT ... FOR UPDATE; that pass wrote a row lock and its
+// WAL to every tuple, about 1.6 us of the 5.9 us per code
+// (BenchmarkAddClicks, 10,000 codes, fillfactor 80).
+//
+// An instance of that first version does not take the advisory lock, so
+// during a rolling upgrade its batches and a newer instance's can still
+// deadlock. PostgreSQL then aborts one of them within deadlock_timeout, the
+// Counter puts the counts back, and the next flush writes them: nothing is
+// lost, and it stops when the old instances are gone (README, "Running in
+// production").
 func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 	codes, err := check.ClickCodes(counts)
 	if err != nil || len(codes) == 0 {
@@ -106,6 +115,8 @@ func (s *Store) AddClicks(ctx context.Context, counts map[string]int64) error {
 
 // clickFlushLock is the advisory lock key that serialises AddClicks batches
 // on one database ("lgclicks" in ASCII; migrationLock is another key).
+// Advisory locks are per database, not per schema: deployments sharing a
+// database in different schemas wait for each other's flushes.
 const clickFlushLock int64 = 0x6c67636c69636b73
 
 // CreateAPIKey inserts k, or returns an ECONFLICT error when k.ID exists. The

@@ -9,7 +9,8 @@
 // one database: the unique index on links.code decides concurrent creates of
 // one code (batches insert in code order, so two cannot deadlock), AddClicks
 // batches run one at a time under a transaction-scoped advisory lock so
-// concurrent ones cannot deadlock, and migrations run under a session
+// concurrent ones cannot deadlock (between instances of this version; see
+// AddClicks for a rolling upgrade), and migrations run under a session
 // advisory lock so instances starting together do not race.
 //
 // Times are timestamptz (microsecond precision) and read back in UTC.

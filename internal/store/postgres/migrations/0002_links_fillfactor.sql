@@ -10,8 +10,13 @@
 -- in us per code: fillfactor 100: 10.4-10.9; 90: 6.4-6.9; 80: 5.7-6.2; 70:
 -- 5.4-5.9. 80 keeps most of the gain for a quarter more heap.
 --
--- The setting applies to pages written from now on; an existing table's full
--- pages get the room only when rewritten (VACUUM FULL links, or pg_repack,
--- at a quiet time). It takes a SHARE UPDATE EXCLUSIVE lock: reads and writes
--- go on while it runs.
+-- The setting applies to pages written from now on. An existing table needs
+-- no rewrite: the first update of a row on a full page puts its new version
+-- on a page with room (one non-HOT update per row), so the share of HOT
+-- updates grows flush by flush (a review measured 0.2, 25, 43 and 57% over
+-- the first four rounds of updates of 100,000 rows loaded at fillfactor
+-- 100). VACUUM FULL would apply it at once but takes an ACCESS EXCLUSIVE
+-- lock, which stops redirects that miss the caches; do not run it on a live
+-- table. This ALTER takes SHARE UPDATE EXCLUSIVE: reads and writes go on
+-- (it waits for, and blocks, only VACUUM, ANALYZE and other schema changes).
 ALTER TABLE links SET (fillfactor = 80);
