@@ -39,6 +39,22 @@ func applied(s *side) int {
 	return s.applied
 }
 
+// appliedExactly sets read deadline dl on c, reads until it times out (within
+// bounds the wait) and fails t if the Read ended before dl or the socket's
+// read deadline has not moved moves times in all.
+func appliedExactly(t *testing.T, c *Conn, dl time.Time, within time.Duration, moves int) {
+	t.Helper()
+	if err := c.SetReadDeadline(dl); err != nil {
+		t.Fatal(err)
+	}
+	if end := readTimesOut(t, c, within); end.Before(dl) {
+		t.Fatalf("Read timed out %v before its deadline", dl.Sub(end))
+	}
+	if n := applied(&c.read); n != moves {
+		t.Fatalf("%d moves; want %d", n, moves)
+	}
+}
+
 // readTimesOut reads from c, which must block until a deadline and return
 // no later than within, and returns when it did.
 func readTimesOut(t *testing.T, c *Conn, within time.Duration) time.Time {
@@ -194,16 +210,7 @@ func TestRepeatedTimeoutsMoveTheSocketOncePerSlack(t *testing.T) {
 	}
 	// A deadline earlier than the socket's (idle) one must reach the next
 	// Read: without it, the Read would wait out the idle deadline (5 s).
-	dl := time.Now().Add(50 * time.Millisecond)
-	if err := c.SetReadDeadline(dl); err != nil {
-		t.Fatal(err)
-	}
-	if end := readTimesOut(t, c, 2*time.Second); end.Before(dl) {
-		t.Fatalf("Read timed out %v before its deadline", dl.Sub(end))
-	}
-	if n := applied(&c.read); n != 2 {
-		t.Fatalf("%d moves; want 2", n)
-	}
+	appliedExactly(t, c, time.Now().Add(50*time.Millisecond), 2*time.Second, 2)
 }
 
 func TestADeadlineMayFireAtMostSlackEarly(t *testing.T) {
@@ -236,16 +243,7 @@ func TestADeadlineMayFireAtMostSlackEarly(t *testing.T) {
 	}
 
 	// Later by more than slack: the socket gets it exactly.
-	want = time.Now().Add(2 * slack)
-	if err := c.SetReadDeadline(want); err != nil {
-		t.Fatal(err)
-	}
-	if end := readTimesOut(t, c, 3*time.Second); end.Before(want) {
-		t.Fatalf("Read timed out %v before its deadline", want.Sub(end))
-	}
-	if n := applied(&c.read); n != 2 {
-		t.Fatalf("%d moves; want 2", n)
-	}
+	appliedExactly(t, c, time.Now().Add(2*slack), 3*time.Second, 2)
 }
 
 // Slack never applies to wall-clock deadlines (no monotonic reading): a

@@ -71,11 +71,7 @@ func TestEveryConnectionCommitsSynchronously(t *testing.T) {
 // TestConcurrentOpenMigratesOnce opens one fresh database from three
 // goroutines at once: all succeed and each migration is applied once.
 func TestConcurrentOpenMigratesOnce(t *testing.T) {
-	files, err := fs.Glob(migrationFiles, "migrations/*.sql")
-	if err != nil || len(files) < 2 {
-		t.Fatalf("embedded migrations: %v, %v", files, err)
-	}
-	nMigrations := len(files)
+	nMigrations := migrationCount(t)
 	url := testenv.PostgresURL(t)
 	const n = 3
 	stores := make([]*Store, n)
@@ -254,20 +250,16 @@ func TestMigratesPopulatedVersion1(t *testing.T) {
 		}
 	}
 	s := openTest(t, url)
-	var versions []int32
 	rows, err := s.pool.Query(ctx, "SELECT version FROM schema_migrations ORDER BY version")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if versions, err = pgx.CollectRows(rows, pgx.RowTo[int32]); err != nil {
-		t.Fatal(err)
-	}
-	files, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	versions, err := pgx.CollectRows(rows, pgx.RowTo[int32])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(versions) != len(files) || versions[0] != 1 || int(versions[len(versions)-1]) != len(files) {
-		t.Fatalf("schema versions %v, want 1 to %d", versions, len(files))
+	if n := migrationCount(t); len(versions) != n || versions[0] != 1 || int(versions[n-1]) != n {
+		t.Fatalf("schema versions %v, want 1 to %d", versions, n)
 	}
 	if err := s.AddClicks(ctx, map[string]int64{"oldlink": 2}); err != nil {
 		t.Fatal(err)
@@ -293,4 +285,15 @@ func checkFillfactor(t *testing.T, s *Store) {
 	if !slices.Contains(opts, "fillfactor=80") {
 		t.Fatalf("links reloptions %q, want fillfactor=80", opts)
 	}
+}
+
+// migrationCount is the number of embedded migrations (at least the two
+// these tests rely on).
+func migrationCount(t *testing.T) int {
+	t.Helper()
+	files, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("embedded migrations: %v, %v", files, err)
+	}
+	return len(files)
 }

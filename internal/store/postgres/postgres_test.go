@@ -30,14 +30,7 @@ func TestConformance(t *testing.T) {
 // second from concurrent callers; with more callers than create slots they
 // share statements and commits (group commit).
 func BenchmarkCreateLink(b *testing.B) {
-	url := testenv.PostgresURL(b)
-	storetest.BenchmarkCreate(b, func(b *testing.B) store.Store {
-		s, err := postgres.Open(b.Context(), postgres.Config{URL: url})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return s
-	})
+	storetest.BenchmarkCreate(b, benchOpener(b))
 }
 
 func TestAddClicksStampsUpdatedAtMonotonically(t *testing.T) {
@@ -53,12 +46,17 @@ func TestAddClicksStampsUpdatedAtMonotonically(t *testing.T) {
 // BenchmarkAddClicks measures one click flush (ns/code: the flush's time per
 // link counted), with synchronous_commit=on.
 func BenchmarkAddClicks(b *testing.B) {
+	storetest.BenchmarkAddClicks(b, benchOpener(b))
+}
+
+// benchOpener opens stores on the test PostgreSQL database of b.
+func benchOpener(b *testing.B) func(b *testing.B) store.Store {
 	url := testenv.PostgresURL(b)
-	storetest.BenchmarkAddClicks(b, func(b *testing.B) store.Store {
+	return func(b *testing.B) store.Store {
 		s, err := postgres.Open(b.Context(), postgres.Config{URL: url})
 		if err != nil {
 			b.Fatal(err)
 		}
 		return s
-	})
+	}
 }
