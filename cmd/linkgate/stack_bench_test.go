@@ -41,16 +41,20 @@ const stackCodes = 1000
 // BenchmarkStack/target=production: PostgreSQL, Redis L2 and Redis limiter.
 // BenchmarkStack/target=production-nolimit: the same without the redirect
 // limiter.
+// BenchmarkStack/target=production-proxied: production behind a trusted
+// proxy, as behind the shipped nginx (which sets X-Real-IP on every request;
+// every request here carries it, so the client address comes from it).
 //
 // Each target is wired and seeded once, before its sub-benchmark and on the
 // parent b, whose goroutine may fail it and which lives until BenchmarkStack
 // ends (the testing package calls a sub-benchmark several times with growing
 // b.N). So every target is set up even when -bench selects fewer.
 func BenchmarkStack(b *testing.B) {
-	target := func(name string, setup func() fasthttp.RequestHandler) {
+	proxiedTarget := func(name, realIP string, setup func() fasthttp.RequestHandler) {
 		handler := setup()
-		b.Run("target="+name, func(b *testing.B) { driveRedirects(b, handler) })
+		b.Run("target="+name, func(b *testing.B) { driveRedirects(b, handler, realIP) })
 	}
+	target := func(name string, setup func() fasthttp.RequestHandler) { proxiedTarget(name, "", setup) }
 	target("baseline", func() fasthttp.RequestHandler {
 		urls := make(map[string]string, stackCodes)
 		for i := range stackCodes {
@@ -82,6 +86,11 @@ func BenchmarkStack(b *testing.B) {
 	target("production-nolimit", func() fasthttp.RequestHandler {
 		env := prod()
 		env["LINKGATE_RATELIMIT_REDIRECT"] = "off"
+		return benchWired(b, env)
+	})
+	proxiedTarget("production-proxied", "203.0.113.7", func() fasthttp.RequestHandler {
+		env := prod()
+		env["LINKGATE_TRUSTED_PROXIES"] = "127.0.0.1"
 		return benchWired(b, env)
 	})
 }
@@ -158,10 +167,11 @@ func newRequestCtx() *fasthttp.RequestCtx {
 }
 
 // driveRedirects sends GET /<code> over the seeded codes from b.N requests
+// (with X-Real-IP: realIP unless it is empty, as nginx would send it)
 // spread over GOMAXPROCS goroutines, each with its own RequestCtx (one per
 // connection, as in fasthttp), and serialises every response into a discarding
 // writer. Every answer must be the 302 with the code's URL.
-func driveRedirects(b *testing.B, handler fasthttp.RequestHandler) {
+func driveRedirects(b *testing.B, handler fasthttp.RequestHandler, realIP string) {
 	uris := make([]string, stackCodes)
 	for i := range uris {
 		uris[i] = "/" + stackCode(i)
@@ -192,6 +202,9 @@ func driveRedirects(b *testing.B, handler fasthttp.RequestHandler) {
 			// the baseline's only one).
 			rc.Request.Header.SetMethod(fasthttp.MethodGet)
 			rc.Request.Header.SetHost("127.0.0.1:8080")
+			if realIP != "" {
+				rc.Request.Header.Set("X-Real-IP", realIP)
+			}
 			rc.Request.SetRequestURI(uris[i%stackCodes])
 			handler(rc)
 			if rc.Response.StatusCode() != fiber.StatusFound {

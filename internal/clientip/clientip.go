@@ -1,40 +1,94 @@
 // Package clientip gives a request's client address as Fiber's c.IP() gives
 // it, appended to a buffer instead of made into a new string.
 //
-// c.IP() makes a new string from the peer's net.IP on every call, and a
-// redirect needed the address twice (the limiter's key, the access log): two
-// of its allocations. Fiber has no appending form, hence this package.
+// c.IP() makes a new string from the peer's net.IP on every call (behind
+// trusted proxies too: its trust check formats the peer to look it up), and
+// a redirect needs the address twice (the limiter's key, the access log).
+// Fiber has no appending form, hence this package. It answers the common
+// cases itself (a peer that is the client; one well-formed address in the
+// proxy header from a trusted peer) and hands anything else to c.IP(), so
+// that every answer is Fiber's by construction; the differential tests in
+// package httpserver hold it to that.
 package clientip
 
 import (
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
 )
 
+// ProxyHeader is the request header that names the client behind a trusted
+// proxy. Apps served with trusted proxies must set it as their Fiber
+// ProxyHeader (httpserver does); the shipped nginx overwrites it with
+// $remote_addr.
+const ProxyHeader = "X-Real-IP"
+
 // Source appends the client address of requests served by a Fiber app whose
-// trusted proxies (and only then a proxy header) are set as the
-// trustedProxies given to New: linkgate's app (httpserver.New) sets the
-// X-Real-IP header exactly when it has trusted proxies. A Source is a small
-// value; copy it freely.
+// trusted proxies are the trustedProxies given to New, with
+// EnableIPValidation on, and (only when there are trusted proxies)
+// EnableTrustedProxyCheck on and ProxyHeader as its proxy header: how
+// httpserver.New configures linkgate's app. A Source is a small value; copy
+// it freely.
 type Source struct {
-	proxied bool
+	proxies *proxies // nil without trusted proxies
+}
+
+// proxies is Fiber's trust list in a form that is checked without
+// allocating. Fiber trusts a peer when its net.IP's text equals an entry
+// without a slash, or when it is inside an entry that net.ParseCIDR parses;
+// entries that match nothing in Fiber are left out here too.
+type proxies struct {
+	addrs  []netip.Addr // the single entries, unmapped
+	ranges []*net.IPNet // the CIDR entries, as Fiber parses them
 }
 
 // New returns the Source of apps configured with trustedProxies.
 func New(trustedProxies []string) Source {
-	return Source{proxied: len(trustedProxies) > 0}
+	if len(trustedProxies) == 0 {
+		return Source{}
+	}
+	p := &proxies{}
+	for _, e := range trustedProxies {
+		if strings.Contains(e, "/") {
+			if _, n, err := net.ParseCIDR(e); err == nil {
+				p.ranges = append(p.ranges, n)
+			}
+			continue
+		}
+		// A peer's text equals e exactly when e is that address's text
+		// (net.IP prints IPv4 and IPv4-mapped peers alike, in dotted form).
+		if a, err := netip.ParseAddr(e); err == nil && net.IP(a.AsSlice()).String() == e {
+			p.addrs = append(p.addrs, a.Unmap())
+		}
+	}
+	return Source{proxies: p}
 }
 
-// Append appends c's client address to dst, as c.IP() would give it.
-// Without trusted proxies (the socket peer is the client) it allocates
-// nothing beyond dst's growth. Behind trusted proxies it is c.IP() itself:
-// the proxy header's address, believed only from a trusted peer.
-func (s Source) Append(dst []byte, c *fiber.Ctx) []byte {
-	if s.proxied {
-		return append(dst, c.IP()...)
+// trusts reports whether Fiber's trust check passes for the peer ip (as the
+// connection gives it) whose unmapped address is addr.
+func (p *proxies) trusts(ip net.IP, addr netip.Addr) bool {
+	for _, a := range p.addrs {
+		if a == addr {
+			return true
+		}
 	}
+	for _, n := range p.ranges {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Append appends c's client address to dst, exactly as c.IP() would give it:
+// the peer's address, or behind a trusted peer the address in the
+// ProxyHeader. It allocates nothing beyond dst's growth for a peer with a TCP
+// address and, behind a trusted one, a header of one address in the form
+// nginx writes; anything else is c.IP()'s answer.
+func (s Source) Append(dst []byte, c *fiber.Ctx) []byte {
 	tcp, ok := c.Context().RemoteAddr().(*net.TCPAddr)
 	if !ok {
 		return append(dst, c.IP()...)
@@ -43,7 +97,49 @@ func (s Source) Append(dst []byte, c *fiber.Ctx) []byte {
 	if !ok {
 		return append(dst, c.IP()...)
 	}
-	return addr.Unmap().AppendTo(dst)
+	addr = addr.Unmap()
+	if s.proxies == nil || !s.proxies.trusts(tcp.IP, addr) {
+		return addr.AppendTo(dst)
+	}
+	if v := c.Get(ProxyHeader); oneAddress(v) {
+		return append(dst, v...)
+	}
+	return append(dst, c.IP()...)
+}
+
+// oneAddress reports whether v is a header value that Fiber's IP validation
+// gives back unchanged: a single IPv4 or IPv6 address without spaces,
+// starting with a hex digit. Fiber tells the families apart by the dots and
+// colons after the first byte and validates each with its own checker (a
+// value with both, such as an IPv4-mapped address, validates as neither);
+// oneAddress asks the same checkers, so it accepts only what Fiber accepts.
+// Lists, spaces and other forms return false (c.IP() handles them).
+func oneAddress(v string) bool {
+	if v == "" || !isHex(v[0]) {
+		return false
+	}
+	var dots, colons bool
+	for i := 1; i < len(v); i++ {
+		switch b := v[i]; {
+		case b == '.':
+			dots = true
+		case b == ':':
+			colons = true
+		case !isHex(b):
+			return false
+		}
+	}
+	switch {
+	case dots && !colons:
+		return utils.IsIPv4(v)
+	case colons && !dots:
+		return utils.IsIPv6(v)
+	}
+	return false
+}
+
+func isHex(b byte) bool {
+	return '0' <= b && b <= '9' || 'a' <= b && b <= 'f' || 'A' <= b && b <= 'F'
 }
 
 // AppendNetwork appends c's client network: the address Append gives for

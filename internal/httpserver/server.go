@@ -145,7 +145,7 @@ func New(cfg Config) (*fiber.App, error) {
 }
 
 // fiberConfig is the Fiber configuration of New's app. The proxy header is
-// set exactly when there are trusted proxies, as clientip.New assumes.
+// set exactly when there are trusted proxies, as clientip.Source assumes.
 func fiberConfig(cfg Config, errorHandler fiber.ErrorHandler) fiber.Config {
 	fc := fiber.Config{
 		AppName:               "linkgate",
@@ -163,7 +163,7 @@ func fiberConfig(cfg Config, errorHandler fiber.ErrorHandler) fiber.Config {
 	if len(cfg.TrustedProxies) > 0 {
 		fc.EnableTrustedProxyCheck = true
 		fc.TrustedProxies = cfg.TrustedProxies
-		fc.ProxyHeader = "X-Real-IP" // nginx overwrites it with $remote_addr
+		fc.ProxyHeader = clientip.ProxyHeader // nginx overwrites it with $remote_addr
 	}
 	return fc
 }
