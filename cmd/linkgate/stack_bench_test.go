@@ -104,7 +104,7 @@ func stackURL(i int) string {
 // defaults (limits generous: every request comes from one address), starts
 // its background workers (stopped when b ends), seeds the codes through the
 // API and returns the app's handler.
-func benchWired(b *testing.B, env map[string]string) fasthttp.RequestHandler {
+func benchWired(b testing.TB, env map[string]string) fasthttp.RequestHandler {
 	const generous = "100000000/1s:100000000"
 	full := map[string]string{
 		"LINKGATE_BASE_URL":           "http://127.0.0.1:8080",

@@ -49,6 +49,11 @@ func (g *requestIDs) next(conn, req uint64) string {
 	return string(strconv.AppendUint(b, req, 36))
 }
 
+// requestIDKey is X-Request-ID in the form fasthttp stores it (its canonical
+// case), so that it can be set with SetCanonical and found by lookups of
+// either spelling (TestRequestIDKeyIsCanonical).
+const requestIDKey = "X-Request-Id"
+
 // requestLog takes the request ID from a valid X-Request-ID or makes one,
 // returns it in the response header, renders any error through errorHandler
 // (so the status logged is the one sent), and writes one JSON access-log line
@@ -63,7 +68,9 @@ func requestLog(log *accessLog, clientIP clientip.Source, errorHandler fiber.Err
 		} else {
 			id = ids.next(c.Context().ConnID(), c.Context().ConnRequestNum())
 		}
-		c.Set(fiber.HeaderXRequestID, id) // also where the error handler reads it
+		// Also where the error handler reads it. Set as c.Set would, without
+		// normalising the key on every request (see requestIDKey).
+		c.Response().Header.SetCanonical([]byte(requestIDKey), utils.UnsafeBytes(id))
 		var herr error
 		if err := c.Next(); err != nil {
 			herr = errorHandler(c, err) // Fiber answers 500 if this fails too
