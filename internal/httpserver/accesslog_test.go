@@ -23,11 +23,11 @@ func TestAccessLogLineIsValidJSON(t *testing.T) {
 	logger := levelLogger(slog.LevelInfo)
 	a := newAccessLog(&buf, logger)
 	weird := "/a\"b\\c\n\r\t\x01<x>&\xff\u2028é"
-	e := accessEntry{start: time.Now(), requestID: "id-1", method: "GET", path: weird, route: "/:code", status: 404, bytes: 12}
+	e := accessEntry{start: time.Now(), method: "GET", path: weird, route: "/:code", status: 404, bytes: 12}
 	if !a.enabled(e.status) {
 		t.Fatal("info disabled")
 	}
-	a.write(&e, []byte("127.0.0.1"))
+	a.write(&e, []byte("id-1"), []byte("127.0.0.1"))
 	var m map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
 		t.Fatalf("line %q is not JSON: %v", buf.String(), err)
@@ -48,7 +48,7 @@ func TestAccessLogFollowsLevel(t *testing.T) {
 	if a.enabled(200) || !a.enabled(503) {
 		t.Fatal("at warn, 2xx lines must be off and 5xx lines (ERROR) on")
 	}
-	a.write(&accessEntry{start: time.Now(), status: 503}, nil)
+	a.write(&accessEntry{start: time.Now(), status: 503}, nil, nil)
 	if !strings.Contains(buf.String(), `"level":"ERROR"`) {
 		t.Fatalf("5xx line %q", buf.String())
 	}
@@ -57,10 +57,10 @@ func TestAccessLogFollowsLevel(t *testing.T) {
 func BenchmarkAccessLog(b *testing.B) {
 	logger := levelLogger(slog.LevelInfo)
 	a := newAccessLog(discard{}, logger)
-	e := accessEntry{start: time.Now(), requestID: "0123456789ab-1z", method: "GET", path: "/Ab3dE9x", route: "/:code", status: 302}
+	e := accessEntry{start: time.Now(), method: "GET", path: "/Ab3dE9x", route: "/:code", status: 302}
 	b.ReportAllocs()
 	for b.Loop() {
-		a.write(&e, []byte("127.0.0.1"))
+		a.write(&e, []byte("0123456789ab-1z"), []byte("127.0.0.1"))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +82,44 @@ func TestGeneratedRequestIDsAreUnique(t *testing.T) {
 			seen[id] = true
 		}
 		conn.Close()
+	}
+}
+
+// TestClientRequestIDEchoedAndLogged: a valid client X-Request-ID, up to the
+// longest allowed (128 bytes, past the 32 logged without an allocation), is
+// sent back and logged as it came; a longer one is replaced by a generated
+// ID, sent back and logged alike.
+func TestClientRequestIDEchoedAndLogged(t *testing.T) {
+	var buf bytes.Buffer
+	app := fiber.New()
+	app.Use(requestLog(newAccessLog(&buf, levelLogger(slog.LevelInfo)), clientip.Source{}, fiber.DefaultErrorHandler))
+	app.Get("/", func(c *fiber.Ctx) error { return c.SendStatus(fiber.StatusNoContent) })
+	long := strings.Repeat("a1-_.:", 22)[:128]
+	for _, sent := range []string{"x", "client-chosen.id_1:2", long[:33], long, long + "b"} {
+		buf.Reset()
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set(fiber.HeaderXRequestID, sent)
+		resp, err := app.Test(req, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		var line struct {
+			RequestID string `json:"request_id"`
+		}
+		if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+			t.Fatalf("line %q: %v", buf.String(), err)
+		}
+		echoed := resp.Header.Get(fiber.HeaderXRequestID)
+		want := sent
+		if len(sent) > 128 {
+			want = echoed // generated
+			if echoed == sent || !validRequestID(echoed) {
+				t.Fatalf("%d-byte ID: echoed %q, want a generated one", len(sent), echoed)
+			}
+		}
+		if echoed != want || line.RequestID != want {
+			t.Fatalf("sent %q: echoed %q, logged %q", sent, echoed, line.RequestID)
+		}
 	}
 }
