@@ -108,25 +108,27 @@ func (s Source) Append(dst []byte, c *fiber.Ctx) []byte {
 }
 
 // oneAddress reports whether v is a header value that Fiber's IP validation
-// gives back unchanged: a single IPv4 or IPv6 address without spaces,
-// starting with a hex digit. Fiber tells the families apart by the dots and
-// colons after the first byte and validates each with its own checker (a
-// value with both, such as an IPv4-mapped address, validates as neither);
-// oneAddress asks the same checkers, so it accepts only what Fiber accepts.
-// Lists, spaces and other forms return false (c.IP() handles them).
+// gives back unchanged: a single IPv4 or IPv6 address, hex digits, dots and
+// colons only (no list, no spaces). Fiber tells the families apart by the
+// dots and colons after the first byte, and a value with both must pass
+// both its IPv4 and its IPv6 checker, which no value does (the IPv4 checker
+// takes no colons), so an IPv6 address with a dotted tail such as
+// ::ffff:1.2.3.4 is not given back; oneAddress applies the same rule with
+// the same checkers, so it accepts only what Fiber accepts. Everything else
+// returns false (c.IP() handles it).
 func oneAddress(v string) bool {
-	if v == "" || !isHex(v[0]) {
+	if v == "" {
 		return false
 	}
 	var dots, colons bool
-	for i := 1; i < len(v); i++ {
-		switch b := v[i]; {
-		case b == '.':
-			dots = true
-		case b == ':':
-			colons = true
-		case !isHex(b):
+	for i := 0; i < len(v); i++ {
+		b := v[i]
+		if !isHex(b) && b != '.' && b != ':' {
 			return false
+		}
+		if i > 0 { // as Fiber: the first byte does not count
+			dots = dots || b == '.'
+			colons = colons || b == ':'
 		}
 	}
 	switch {

@@ -51,7 +51,7 @@ func (g *requestIDs) append(dst []byte, conn, req uint64) []byte {
 
 // requestIDKey is X-Request-ID in the form fasthttp stores it (its canonical
 // case), so that it can be set with SetCanonical and found by lookups of
-// either spelling (TestRequestIDKeyIsCanonical).
+// either spelling (TestRedirectWireHeaders in cmd/linkgate).
 const requestIDKey = "X-Request-Id"
 
 // requestLog takes the request ID from a valid X-Request-ID or makes one,
