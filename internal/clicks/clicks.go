@@ -57,6 +57,15 @@ func (c *Config) defaults() error {
 // sharded by code, each shard under its own lock, so that redirects on
 // different cores rarely contend (one shared map and lock cost a redirect
 // about 0.25µs under load, measured with perf on a 2-core machine).
+//
+// Codes of up to maxInline bytes (every generated code, most aliases) are
+// counted under a fixed-size key held inside the map itself: with string
+// keys, each Add compared the code with the key first stored, a string
+// elsewhere on the heap that was rarely still in the CPU's cache, and the
+// garbage collector scanned every pending key. (perf under wrk over 2,000
+// codes, linkgate embedded: the insert, its comparison and Add took about
+// 0.5µs of a redirect with string keys, 0.3µs with these.) Longer codes keep
+// string keys.
 type Counter struct {
 	cfg     Config
 	seed    maphash.Seed
@@ -66,10 +75,26 @@ type Counter struct {
 
 const counterShards = 16
 
+// maxInline is the longest code counted under an inlineKey.
+const maxInline = len(inlineKey{}) - 1
+
+// inlineKey is a short code's bytes, zero-padded, with its length in the
+// last byte (so that codes ending in NUL bytes stay apart).
+type inlineKey [24]byte
+
+func makeInlineKey(code string) (k inlineKey) {
+	copy(k[:], code)
+	k[maxInline] = byte(len(code))
+	return k
+}
+
+func (k *inlineKey) code() string { return string(k[:k[maxInline]]) }
+
 type counterShard struct {
-	mu      sync.Mutex
-	pending map[string]int64
-	_       [48]byte // keep shards on separate cache lines
+	mu    sync.Mutex
+	short map[inlineKey]int64 // codes of at most maxInline bytes
+	long  map[string]int64    // longer codes
+	_     [48]byte            // keep shards on separate cache lines
 }
 
 // New returns a Counter; call Run to flush periodically.
@@ -79,7 +104,8 @@ func New(cfg Config) (*Counter, error) {
 	}
 	c := &Counter{cfg: cfg, seed: maphash.MakeSeed()}
 	for i := range c.shards {
-		c.shards[i].pending = make(map[string]int64)
+		c.shards[i].short = make(map[inlineKey]int64)
+		c.shards[i].long = make(map[string]int64)
 	}
 	return c, nil
 }
@@ -88,12 +114,21 @@ func (c *Counter) shard(code string) *counterShard {
 	return &c.shards[maphash.String(c.seed, code)%counterShards]
 }
 
-// Add counts one click on code. code is kept as a map key: pass a string the
-// caller owns (not a Fiber buffer).
-func (c *Counter) Add(code string) {
+// Add counts one click on code. A code longer than maxInline bytes is kept
+// as a map key: pass a string the caller owns (not a Fiber buffer).
+func (c *Counter) Add(code string) { c.add(code, 1) }
+
+func (c *Counter) add(code string, n int64) {
 	s := c.shard(code)
+	if len(code) <= maxInline {
+		k := makeInlineKey(code)
+		s.mu.Lock()
+		s.short[k] += n
+		s.mu.Unlock()
+		return
+	}
 	s.mu.Lock()
-	s.pending[code]++
+	s.long[code] += n
 	s.mu.Unlock()
 }
 
@@ -102,7 +137,10 @@ func (c *Counter) Pending(code string) int64 {
 	s := c.shard(code)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.pending[code]
+	if len(code) <= maxInline {
+		return s.short[makeInlineKey(code)]
+	}
+	return s.long[code]
 }
 
 // take empties the shards into one batch.
@@ -111,19 +149,25 @@ func (c *Counter) take() map[string]int64 {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		var m map[string]int64 // the shard's map, once swapped out
-		if len(s.pending) > 0 {
-			m, s.pending = s.pending, make(map[string]int64, len(s.pending))
+		var short map[inlineKey]int64 // the shard's maps, once swapped out
+		var long map[string]int64
+		if len(s.short) > 0 {
+			short, s.short = s.short, make(map[inlineKey]int64, len(s.short))
+		}
+		if len(s.long) > 0 {
+			long, s.long = s.long, make(map[string]int64, len(s.long))
 		}
 		s.mu.Unlock()
-		if m == nil {
+		if short == nil && long == nil {
 			continue
 		}
 		if batch == nil {
-			batch = m // the first shard's map becomes the batch
-			continue
+			batch = make(map[string]int64, counterShards*(len(short)+len(long)))
 		}
-		for code, n := range m {
+		for k, n := range short {
+			batch[k.code()] += n
+		}
+		for code, n := range long {
 			batch[code] += n
 		}
 	}
@@ -144,10 +188,7 @@ func (c *Counter) Flush(ctx context.Context) error {
 	defer cancel()
 	if err := c.cfg.Sink.AddClicks(ctx, batch); err != nil {
 		for code, n := range batch {
-			s := c.shard(code)
-			s.mu.Lock()
-			s.pending[code] += n
-			s.mu.Unlock()
+			c.add(code, n)
 		}
 		return fmt.Errorf("flush %d codes: %w", len(batch), err)
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/linkgate/linkgate/internal/testenv"
 )
@@ -98,5 +99,70 @@ func TestRunFlushesPeriodically(t *testing.T) {
 func TestSinkRequired(t *testing.T) {
 	if _, err := New(Config{}); err == nil {
 		t.Fatal("New without Sink returned nil error")
+	}
+}
+
+// TestCodesOfEveryLengthAreCountedApart: codes on both sides of the inline
+// key's limit, and codes that differ only by trailing NUL bytes or by
+// length, keep their own counts through a flush, a failed flush and its
+// retry, and reach the sink under their exact strings.
+func TestCodesOfEveryLengthAreCountedApart(t *testing.T) {
+	sink := &memSink{total: map[string]int64{}, fail: true}
+	c, _ := New(Config{Sink: sink})
+	long := "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01" // 64, the longest alias
+	codes := []string{"a", "a\x00", "a\x00\x00", "ab", long[:maxInline-1], long[:maxInline], long[:maxInline] + "\x00",
+		long[:maxInline+1], long[:maxInline+2], long}
+	want := map[string]int64{}
+	for i, code := range codes {
+		for range i + 1 {
+			c.Add(code)
+		}
+		want[code] = int64(i + 1)
+	}
+	if err := c.Flush(context.Background()); err == nil {
+		t.Fatal("flush to a failing sink returned nil")
+	}
+	for _, code := range codes {
+		c.Add(code) // after the failed flush: added to the counts put back
+		want[code]++
+		if got := c.Pending(code); got != want[code] {
+			t.Errorf("pending %q (%d bytes) = %d, want %d", code, len(code), got, want[code])
+		}
+	}
+	sink.mu.Lock()
+	sink.fail = false
+	sink.mu.Unlock()
+	if err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if len(sink.total) != len(want) {
+		t.Errorf("sink got %d codes, want %d: %v", len(sink.total), len(want), sink.total)
+	}
+	for code, n := range want {
+		if sink.total[code] != n {
+			t.Errorf("sink %q (%d bytes) = %d, want %d", code, len(code), sink.total[code], n)
+		}
+	}
+}
+
+// TestAddKeepsNoShortCode: a code of up to maxInline bytes is copied, so a
+// caller may pass a view of a buffer it reuses, and counting a code already
+// pending allocates nothing.
+func TestAddKeepsNoShortCode(t *testing.T) {
+	sink := &memSink{total: map[string]int64{}}
+	c, _ := New(Config{Sink: sink})
+	buf := []byte("Ab3dE9x")
+	c.Add(unsafe.String(&buf[0], len(buf)))
+	copy(buf, "zzzzzzz")
+	if allocs := testing.AllocsPerRun(100, func() { c.Add("Ab3dE9x") }); allocs != 0 {
+		t.Errorf("Add of a pending code: %v allocations, want 0", allocs)
+	}
+	if err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, other := sink.get("Ab3dE9x"), sink.get("zzzzzzz"); got != 102 || other != 0 {
+		t.Fatalf("flushed Ab3dE9x %d, zzzzzzz %d; want 102 and 0", got, other)
 	}
 }
