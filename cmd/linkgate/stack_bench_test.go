@@ -13,6 +13,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
 
+	"github.com/linkgate/linkgate/internal/clientip"
 	"github.com/linkgate/linkgate/internal/config"
 	"github.com/linkgate/linkgate/internal/testenv"
 	"github.com/linkgate/linkgate/loadtest/baseline/mapserver"
@@ -203,7 +204,7 @@ func driveRedirects(b *testing.B, handler fasthttp.RequestHandler, realIP string
 			rc.Request.Header.SetMethod(fasthttp.MethodGet)
 			rc.Request.Header.SetHost("127.0.0.1:8080")
 			if realIP != "" {
-				rc.Request.Header.Set("X-Real-IP", realIP)
+				rc.Request.Header.Set(clientip.ProxyHeader, realIP)
 			}
 			rc.Request.SetRequestURI(uris[i%stackCodes])
 			handler(rc)

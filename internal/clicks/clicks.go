@@ -120,15 +120,12 @@ func (c *Counter) Add(code string) { c.add(code, 1) }
 
 func (c *Counter) add(code string, n int64) {
 	s := c.shard(code)
-	if len(code) <= maxInline {
-		k := makeInlineKey(code)
-		s.mu.Lock()
-		s.short[k] += n
-		s.mu.Unlock()
-		return
-	}
 	s.mu.Lock()
-	s.long[code] += n
+	if len(code) <= maxInline {
+		s.short[makeInlineKey(code)] += n
+	} else {
+		s.long[code] += n
+	}
 	s.mu.Unlock()
 }
 

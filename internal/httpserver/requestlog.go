@@ -10,10 +10,14 @@ import (
 	"github.com/linkgate/linkgate/internal/clientip"
 )
 
-// validRequestID accepts client-chosen IDs of 1-128 characters from a safe
-// set, so they can be logged and echoed without escaping concerns.
+// maxRequestIDLen is the longest client-chosen request ID accepted.
+const maxRequestIDLen = 128
+
+// validRequestID accepts client-chosen IDs of 1-maxRequestIDLen characters
+// from a safe set, so they can be logged and echoed without escaping
+// concerns.
 func validRequestID(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
+	if len(s) == 0 || len(s) > maxRequestIDLen {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -65,7 +69,7 @@ func requestLog(log *accessLog, clientIP clientip.Source, errorHandler fiber.Err
 		// The ID lives in this frame, not in a string of its own: one
 		// allocation fewer per request. A client's ID is copied, so the
 		// line logs what was answered whatever happens to the request.
-		var idBuf [128]byte // the longest valid X-Request-ID
+		var idBuf [maxRequestIDLen]byte // a generated ID takes at most 40
 		var id []byte
 		if v := c.Get(fiber.HeaderXRequestID); validRequestID(v) {
 			id = append(idBuf[:0], v...)

@@ -158,25 +158,18 @@ func TestAddClicksWaitsForClickFlushLock(t *testing.T) {
 	go func() { done <- s.AddClicks(context.Background(), map[string]int64{"flushlk": 3}) }()
 
 	// Poll until AddClicks's backend waits on the advisory lock.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var waiting int
-		if err := s.pool.QueryRow(ctx, advisoryLocksSQL+" AND NOT granted AND mode = 'ExclusiveLock'", clickFlushLock).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting == 1 {
-			break
-		}
+	testenv.WaitFor(t, 10*time.Second, "AddClicks to wait on the click flush lock", func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("AddClicks returned (%v) while another transaction held the click flush lock", err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("AddClicks never waited on the click flush lock")
+		var waiting int
+		if err := s.pool.QueryRow(ctx, advisoryLocksSQL+" AND NOT granted AND mode = 'ExclusiveLock'", clickFlushLock).Scan(&waiting); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return waiting == 1
+	})
 	// It waits before touching the rows: the link is not locked yet.
 	probe, err := s.pool.Begin(ctx)
 	if err != nil {
