@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"github.com/linkgate/linkgate/internal/clientip"
@@ -35,6 +36,8 @@ import (
 const stackCodes = 1000
 
 // BenchmarkStack/target=baseline: the minimal Fiber server of loadtest/baseline.
+// BenchmarkStack/target=baseline-metrics: the same with fiberprometheus as
+// linkgate registers it, the HTTP metrics library the project requires.
 // BenchmarkStack/target=embedded: SQLite, LRU only, local limiter, as shipped.
 // BenchmarkStack/target=embedded-nolog and embedded-nolimit: the same without
 // the access log (LINKGATE_LOG_LEVEL=warn) or the redirect limiter, to show
@@ -56,12 +59,17 @@ func BenchmarkStack(b *testing.B) {
 		b.Run("target="+name, func(b *testing.B) { driveRedirects(b, handler, realIP) })
 	}
 	target := func(name string, setup func() fasthttp.RequestHandler) { proxiedTarget(name, "", setup) }
-	target("baseline", func() fasthttp.RequestHandler {
-		urls := make(map[string]string, stackCodes)
-		for i := range stackCodes {
-			urls[stackCode(i)] = stackURL(i)
+	urls := make(map[string]string, stackCodes)
+	for i := range stackCodes {
+		urls[stackCode(i)] = stackURL(i)
+	}
+	target("baseline", func() fasthttp.RequestHandler { return mapserver.New(urls).Handler() })
+	target("baseline-metrics", func() fasthttp.RequestHandler {
+		app, err := mapserver.NewWith(urls, mapserver.Options{Metrics: prometheus.NewRegistry()})
+		if err != nil {
+			b.Fatal(err)
 		}
-		return mapserver.New(urls).Handler()
+		return app.Handler()
 	})
 	sqlite := func() map[string]string {
 		return map[string]string{"LINKGATE_DATABASE_URL": "sqlite://" + filepath.Join(b.TempDir(), "bench.db")}

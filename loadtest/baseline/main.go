@@ -1,9 +1,9 @@
 // Command baseline serves the smallest Fiber v2 app that does linkgate's job
 // (package mapserver): GET /:code answers 302 with the Location read from an
 // in-memory Go map, and unknown codes answer 404. It has no store, cache,
-// limiter, metrics or logs,
-// so `make bench` can put linkgate's numbers beside what Fiber itself does on
-// the same machine in the same run.
+// limiter or logs, and no metrics unless asked (-metrics), so `make bench`
+// can put linkgate's numbers beside what Fiber itself does on the same
+// machine in the same run.
 //
 // The map comes from a file of "code<TAB>url" lines (-codes), as written by the
 // benchmark harness (loadtest/bench), or, without -codes, from -n codes
@@ -11,8 +11,10 @@
 //
 //	go run ./loadtest/baseline -addr 127.0.0.1:9000 -codes codes.tsv
 //
-// -work adds that much pure CPU to every request (mapserver.NewWithWork), the
-// measuring stick of the benchmark's budget phase.
+// -work adds that much pure CPU to every request, the measuring stick of the
+// benchmark's budget phase; -metrics adds linkgate's HTTP metrics
+// (fiberprometheus, on a registry of its own that nothing serves): what the
+// metrics library costs by itself. See mapserver.Options.
 //
 // It stops on SIGINT or SIGTERM.
 package main
@@ -30,6 +32,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/linkgate/linkgate/loadtest/baseline/mapserver"
 )
@@ -49,6 +53,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	n := fs.Int("n", 10000, "codes to generate when -codes is empty")
 	seed := fs.Uint64("seed", 1, "seed of the generated codes")
 	work := fs.Duration("work", 0, "CPU work to add to every request (the budget phase of make bench); 0: none")
+	metrics := fs.Bool("metrics", false, "add linkgate's HTTP metrics middleware (fiberprometheus)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -67,7 +72,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
-	app, err := mapserver.NewWithWork(urls, *work)
+	o := mapserver.Options{Work: *work}
+	if *metrics {
+		o.Metrics = prometheus.NewRegistry()
+	}
+	app, err := mapserver.NewWith(urls, o)
 	if err != nil {
 		return err
 	}

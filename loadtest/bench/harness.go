@@ -312,14 +312,19 @@ func (h *harness) startLinkgate(ctx context.Context, name string, settings ...st
 }
 
 // startBaseline starts the minimal Fiber server on the seeded codes, with
-// work of CPU added per request (zero: the baseline itself), as name.
-func (h *harness) startBaseline(ctx context.Context, name string, work time.Duration) (*server, error) {
+// work of CPU added per request (zero: the baseline itself) and, with
+// metrics, linkgate's HTTP metrics middleware, as name.
+func (h *harness) startBaseline(ctx context.Context, name string, work time.Duration, metrics bool) (*server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p, err := h.sup.start(name, h.baselineBin, []string{"-addr", addr, "-codes", h.codesTSV, "-work", work.String()}, env(), true)
+	args := []string{"-addr", addr, "-codes", h.codesTSV, "-work", work.String()}
+	if metrics {
+		args = append(args, "-metrics")
+	}
+	p, err := h.sup.start(name, h.baselineBin, args, env(), true)
 	if err != nil {
 		return nil, err
 	}

@@ -234,16 +234,19 @@ func TestBudgetSection(t *testing.T) {
 		return r
 	}
 	r := budget(1000, 950, 880, 800, 600)
-	base, emb := mk(1000, 10), mk(700, 16.5)
-	base.Key, emb.Key = "baseline", "lg-embedded"
-	r.Targets = []*target{base, emb}
+	base, bm, emb := mk(1000, 10), mk(950, 11.2), mk(700, 16.5)
+	base.Key, bm.Key, emb.Key = "baseline", "baseline-metrics", "lg-embedded"
+	bm.Baseline = "baseline"
+	r.Targets = []*target{base, bm, emb}
 	md := r.markdown()
 	for _, want := range []string{
 		"## Work budget",
 		"| 2µs | 880 [880–880] | 0.00 ms | 0.88x [0.88–0.88] | 15.0 µs | +5.0 µs |",
 		"- 0.85x (#3, linkgate direct): met with 2µs (+5.0 µs measured, 0.88x, 1 of 1 rounds at or above); missed with 4µs (+7.5 µs measured, 0.80x, 0 of 1 rounds at or above).",
 		"- 0.75x (the ratio part of #1): met with 4µs (+7.5 µs measured, 0.80x, 1 of 1 rounds at or above); missed with 8µs (+10.0 µs measured, 0.60x, 0 of 1 rounds at or above).",
-		"`lg-embedded` +6.5 µs",
+		"`baseline-metrics` +1.2 µs, `lg-embedded` +6.5 µs",
+		// The metrics library's own share, read off the same run.
+		"- `baseline-metrics` is the baseline with fiberprometheus, the HTTP metrics library the project requires, registered as linkgate registers it (and nothing else of linkgate's): 0.95x the baseline here, +1.2 µs of server CPU per request.",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)

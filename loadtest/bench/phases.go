@@ -134,7 +134,11 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 // startTargets starts every redirect target and seeds and checks it.
 func (h *harness) startTargets(ctx context.Context, rep *report) ([]*target, error) {
 	h.logf("starting targets")
-	base, err := h.startBaseline(ctx, "baseline", 0)
+	base, err := h.startBaseline(ctx, "baseline", 0, false)
+	if err != nil {
+		return nil, err
+	}
+	baseMetrics, err := h.startBaseline(ctx, "baseline-metrics", 0, true)
 	if err != nil {
 		return nil, err
 	}
@@ -191,6 +195,11 @@ func (h *harness) startTargets(ctx context.Context, rep *report) ([]*target, err
 	targets := []*target{
 		{Key: "nginx-return", Name: "nginx `return 302` (loopback ceiling)", srv: ceiling, cpu: []*proc{ceiling.proc}},
 		{Key: "baseline", Name: "minimal Fiber, Go map (`loadtest/baseline`)", Baseline: "nginx-return", srv: base, cpu: []*proc{base.proc}},
+		// The project requires fiberprometheus for the HTTP metrics: this row is
+		// what that library costs on its own, the part of every linkgate row's
+		// ratio no code of linkgate's can win back.
+		{Key: "baseline-metrics", Name: "minimal Fiber + fiberprometheus (linkgate's HTTP metrics alone)", Baseline: "baseline",
+			srv: baseMetrics, cpu: []*proc{baseMetrics.proc}},
 		{Key: "nginx-baseline", Name: "shipped nginx → minimal Fiber", Baseline: "baseline", srv: nginxBase,
 			cpu: []*proc{nginxBase.proc, base.proc}, logs: []*proc{nginxBase.proc}},
 		{Key: "lg-embedded", Name: "linkgate direct, embedded (SQLite, LRU, local limiter)", Baseline: "baseline",
@@ -229,7 +238,7 @@ func (h *harness) budgetRounds(ctx context.Context) ([]*target, error) {
 	}()
 	for _, w := range budgetWork {
 		key := "work-" + w.String()
-		s, err := h.startBaseline(ctx, key, w)
+		s, err := h.startBaseline(ctx, key, w, false)
 		if err != nil {
 			return nil, err
 		}

@@ -339,6 +339,11 @@ func (r *report) markdown() string {
 	default:
 		w("- The nginx rows use `deploy/nginx/nginx.conf` with the documented test substitutions only (no per-IP `limit_req` line was found to remove).\n")
 	}
+	if bm, base := byKey["baseline-metrics"], byKey["baseline"]; bm != nil && base != nil {
+		x, _, _ := ratio(bm, base)
+		w("- `baseline-metrics` is the baseline with fiberprometheus, the HTTP metrics library the project requires, registered as linkgate registers it (and nothing else of linkgate's): %.2fx the baseline here, %+.1f µs of server CPU per request. That share of every direct linkgate ratio is the library's, not linkgate's code.\n",
+			x, cpuPerRequest(bm)-cpuPerRequest(base))
+	}
 	var unlimited []string
 	for _, t := range r.Targets {
 		if t.lg == nil || t.Key == "lg-prod-nolimit" {
@@ -374,7 +379,7 @@ func (r *report) budgetSection(w func(string, ...any), byKey map[string]*target)
 	zero := r.Budget[0]
 	over := func(t *target) float64 { return cpuPerRequest(t) - cpuPerRequest(zero) }
 	w("## Work budget\n\n")
-	w("The minimal Fiber baseline again, once per amount of pure CPU added to every request (integer arithmetic calibrated at start on the thread's CPU clock, no clock reads, no memory: `mapserver.NewWithWork`), in %d rounds of its own like the redirect targets'. It shows how far the rate falls per µs of work a server adds on this machine with wrk sharing the cores, which is what the direct ratio goals compare. The added work is nominal; \"over none\" is measured (server CPU per request over the row without work) and includes what the work costs the kernel and the scheduler (more preemptions by wrk): set that column, not the nominal one, beside linkgate's.\n\n", r.Opts.Rounds)
+	w("The minimal Fiber baseline again, once per amount of pure CPU added to every request (integer arithmetic calibrated at start on the thread's CPU clock, no clock reads, no memory: `mapserver.Options.Work`), in %d rounds of its own like the redirect targets'. It shows how far the rate falls per µs of work a server adds on this machine with wrk sharing the cores, which is what the direct ratio goals compare. The added work is nominal; \"over none\" is measured (server CPU per request over the row without work) and includes what the work costs the kernel and the scheduler (more preemptions by wrk): set that column, not the nominal one, beside linkgate's.\n\n", r.Opts.Rounds)
 	w("| added work | req/s | p99 | ratio vs none | server CPU per request | over none |\n|---|---:|---:|---:|---:|---:|\n")
 	ratios := make([]float64, len(r.Budget))
 	for i, t := range r.Budget {
@@ -411,7 +416,7 @@ func (r *report) budgetSection(w func(string, ...any), byKey map[string]*target)
 	w("- The per-round ratios of neighbouring steps overlap (the ranges above), so read a threshold as a band of a step either way. Goal #2 is not read from this table: it compares two rows behind nginx, whose denominator costs several times the CPU per request of the direct baseline (see `nginx-baseline` above), so the same µs cost it less ratio.\n")
 	if base := byKey["baseline"]; base != nil {
 		var lg []string
-		for _, k := range []string{"lg-embedded", "lg-prod", "lg-prod-nolimit"} {
+		for _, k := range []string{"baseline-metrics", "lg-embedded", "lg-prod", "lg-prod-nolimit"} {
 			if t := byKey[k]; t != nil {
 				lg = append(lg, fmt.Sprintf("`%s` %+.1f µs", k, cpuPerRequest(t)-cpuPerRequest(base)))
 			}

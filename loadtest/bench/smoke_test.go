@@ -63,7 +63,7 @@ func TestMakeBenchSmoke(t *testing.T) {
 			t.Errorf("%s: %s failed requests, want 0", m[1], m[2])
 		}
 	}
-	for _, target := range []string{"nginx-return", "baseline", "nginx-baseline", "lg-embedded", "lg-prod",
+	for _, target := range []string{"nginx-return", "baseline", "baseline-metrics", "nginx-baseline", "lg-embedded", "lg-prod",
 		"lg-prod-nolimit", "lg-edge", "create-sqlite", "create-pg", "work-0s", "work-1µs", "work-8µs"} {
 		if ran[target] != 1 {
 			t.Errorf("%s ran %d times, want once", target, ran[target])
@@ -77,7 +77,7 @@ func TestMakeBenchSmoke(t *testing.T) {
 	// Issue 7's hot functions: resolve on an L1 hit, a limiter decision, code
 	// generation, URL validation; and the whole stack.
 	for _, b := range []string{"BenchmarkResolveL1Hit", "BenchmarkLocalAllow", "BenchmarkDecision",
-		"BenchmarkNewCode", "BenchmarkNormalize/ascii", "BenchmarkStack/target=embedded"} {
+		"BenchmarkNewCode", "BenchmarkNormalize/ascii", "BenchmarkStack/target=embedded", "BenchmarkStack/target=baseline-metrics"} {
 		if !bytes.Contains(goBench, []byte("\n"+b)) {
 			t.Errorf("go-bench output lacks %s", b)
 		}

@@ -3,30 +3,48 @@
 // Location read from a Go map; unknown codes answer 404. The baseline command
 // (loadtest/baseline) serves it over TCP for `make bench`, and cmd/linkgate's
 // BenchmarkStack drives its handler in-process, so both measure the same app.
-// NewWithWork adds a fixed amount of CPU per request, for the budget phase of
-// `make bench`: how much work a server may add before it falls below a ratio.
+// Options add to it, each in a middleware before the route: a fixed amount
+// of CPU per request, for the budget phase of `make bench` (how much work a
+// server may add before it falls below a ratio), or the HTTP metrics
+// linkgate is required to use, registered as linkgate registers them (what
+// the metrics library alone costs, beside linkgate's own numbers).
 package mapserver
 
 import (
 	"time"
 
+	"github.com/ansrivas/fiberprometheus/v2"
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // New returns the app answering from urls (code → URL), which it reads but
 // never changes.
 func New(urls map[string]string) *fiber.App {
-	app, _ := NewWithWork(urls, 0) // no work: nothing to calibrate, no error
+	app, _ := NewWith(urls, Options{}) // no work: nothing to calibrate, no error
 	return app
 }
 
-// NewWithWork is New with about work of pure CPU added to every request, in
-// a middleware before the route (see busyWork); zero adds nothing, not even
-// the middleware. The error is a failed calibration of the work.
-func NewWithWork(urls map[string]string, work time.Duration) (*fiber.App, error) {
+// Options are what NewWith adds to the baseline; the zero value adds
+// nothing, not even a middleware.
+type Options struct {
+	// Work is about how much pure CPU to add to every request (see busyWork).
+	Work time.Duration
+	// Metrics, when set, receives fiberprometheus's HTTP metrics, created
+	// and placed before the route as internal/httpserver does for linkgate
+	// (service "linkgate", namespace "http").
+	Metrics prometheus.Registerer
+}
+
+// NewWith is New with o's additions, metrics outermost. The error is a
+// failed calibration of the work.
+func NewWith(urls map[string]string, o Options) (*fiber.App, error) {
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
-	if work > 0 {
-		h, err := busyWork(work)
+	if o.Metrics != nil {
+		app.Use(fiberprometheus.NewWithRegistry(o.Metrics, "linkgate", "http", "", nil).Middleware)
+	}
+	if o.Work > 0 {
+		h, err := busyWork(o.Work)
 		if err != nil {
 			return nil, err
 		}
