@@ -217,6 +217,72 @@ func TestLRUMatchesModel(t *testing.T) {
 	}
 }
 
+// TestLRUIndexGrowsWithEntries: a shard looks entries up in an index sized
+// for what it holds (at most half full, at most four slots per entry beyond
+// the smallest), not for its limit; every entry stays findable across the
+// doublings, the whole index is in use when the shard is full, and a purge
+// starts it small again.
+func TestLRUIndexGrowsWithEntries(t *testing.T) {
+	l := newLRU(100_000, time.Hour, 64)
+	if len(l.shards) < 2 {
+		t.Fatalf("%d shards; the test wants several", len(l.shards))
+	}
+	check := func(when string) {
+		t.Helper()
+		for i := range l.shards {
+			s := &l.shards[i]
+			inUse := int(s.imask) + 1
+			if inUse&(inUse-1) != 0 || inUse > len(s.index) {
+				t.Fatalf("%s: shard %d uses %d of %d index slots", when, i, inUse, len(s.index))
+			}
+			if int(s.n) > inUse/2 {
+				t.Fatalf("%s: shard %d holds %d entries in %d slots", when, i, s.n, inUse)
+			}
+			if inUse > max(minIndex, 4*int(s.n)) {
+				t.Fatalf("%s: shard %d uses %d slots for %d entries", when, i, inUse, s.n)
+			}
+		}
+	}
+	check("empty")
+	url := func(i int) string { return fmt.Sprintf("https://e.com/%d", i) }
+	added := 0
+	for _, upTo := range []int{10, 100, 1_000, 10_000, 40_000} {
+		for ; added < upTo; added++ {
+			l.add(fmt.Sprintf("c%d", added), val(url(added)))
+		}
+		check(fmt.Sprintf("%d entries", added))
+		for i := range added {
+			if u, ok := lruGet(l, fmt.Sprintf("c%d", i)); !ok || u != url(i) {
+				t.Fatalf("%d entries: c%d = %q, %v", added, i, u, ok)
+			}
+		}
+	}
+	for ; added < 200_000; added++ { // past the limit: every shard full
+		l.add(fmt.Sprintf("c%d", added), val(url(added)))
+	}
+	for i := range l.shards {
+		if s := &l.shards[i]; int(s.imask)+1 != len(s.index) {
+			t.Fatalf("full shard %d (%d entries) uses %d of %d index slots", i, s.n, s.imask+1, len(s.index))
+		}
+	}
+	for i := added - 1_000; i < added; i++ { // the most recent are all there
+		if u, ok := lruGet(l, fmt.Sprintf("c%d", i)); !ok || u != url(i) {
+			t.Fatalf("full: c%d = %q, %v", i, u, ok)
+		}
+	}
+	l.purge()
+	check("purged")
+	for i := range l.shards {
+		if s := &l.shards[i]; int(s.imask)+1 != minIndex {
+			t.Fatalf("purged shard %d uses %d index slots, want %d", i, s.imask+1, minIndex)
+		}
+	}
+	l.add("again", val(url(1)))
+	if u, ok := lruGet(l, "again"); !ok || u != url(1) {
+		t.Fatalf("after purge: %q, %v", u, ok)
+	}
+}
+
 func TestLRULimitsAndNegatives(t *testing.T) {
 	l := newLRU(10, time.Hour, 32)
 	l.add(strings.Repeat("a", maxL1Code+1), val("https://e.com/"))
