@@ -258,7 +258,7 @@ func (l *lru) add(code string, t *links.Target) {
 	s.recs[i] = lruRec{hash: h, deadline: deadline, expires: expires, off: off,
 		dlen: uint16(dlen), clen: uint8(len(code)), redirect: redirect}
 	s.n++
-	if uint32(s.n) > (s.imask+1)/2 && int(s.imask)+1 < len(s.index) {
+	if uint32(s.n) > (s.imask+1)/2 { // never with the whole index in use: n <= limit <= len(index)/2
 		s.grow()
 	}
 	s.place(h, uint32(i)+1)
@@ -279,7 +279,7 @@ func (s *lruShard) place(h uint64, v uint32) {
 // grow doubles the index in use and files every entry on the recency list
 // again (the one being added is not on it yet). A shard's index starts at
 // minIndex slots and doubles whenever it would be more than half full, up
-// to the whole index: a shard holding few entries looks them up in an index
+// to the whole index; it shrinks only when the shard is purged: a shard holding few entries looks them up in an index
 // of a few cache lines and pages, not in one sized for its limit (10,000
 // links in a cache of the default 100,000 were spread over 1 MiB of index,
 // every lookup a cache miss; the dense index took about 0.6 µs less CPU per

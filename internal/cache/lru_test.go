@@ -217,11 +217,11 @@ func TestLRUMatchesModel(t *testing.T) {
 	}
 }
 
-// TestLRUIndexGrowsWithEntries: a shard looks entries up in an index sized
-// for what it holds (at most half full, at most four slots per entry beyond
-// the smallest), not for its limit; every entry stays findable across the
-// doublings, the whole index is in use when the shard is full, and a purge
-// starts it small again.
+// TestLRUIndexGrowsWithEntries: as entries are added, a shard looks them up
+// in an index sized for what it holds (at most half full, at most four slots
+// per entry beyond the smallest), not for its limit; every entry stays
+// findable across the doublings, the whole index is in use when the shard is
+// full, and a purge starts it small again. (Removals do not shrink it.)
 func TestLRUIndexGrowsWithEntries(t *testing.T) {
 	l := newLRU(100_000, time.Hour, 64)
 	if len(l.shards) < 2 {
