@@ -279,12 +279,13 @@ func (s *lruShard) place(h uint64, v uint32) {
 // grow doubles the index in use and files every entry on the recency list
 // again (the one being added is not on it yet). A shard's index starts at
 // minIndex slots and doubles whenever it would be more than half full, up
-// to the whole index; it shrinks only when the shard is purged: a shard holding few entries looks them up in an index
-// of a few cache lines and pages, not in one sized for its limit (10,000
-// links in a cache of the default 100,000 were spread over 1 MiB of index,
-// every lookup a cache miss; the dense index took about 0.6 µs less CPU per
-// redirect under wrk), and the pages it never reached are never resident.
-// The rehash is O(entries) under the shard's lock, once per doubling.
+// to the whole index, and shrinks only when the shard is purged. So a shard
+// holding few entries looks them up in an index of a few cache lines and
+// pages, not in one sized for its limit (10,000 links in a cache of the
+// default 100,000 were spread over 1 MiB of index, every lookup a cache
+// miss; the dense index took about 0.6 µs less CPU per redirect under wrk),
+// and the pages it never reached are never resident. The rehash is
+// O(entries) under the shard's lock, once per doubling.
 func (s *lruShard) grow() {
 	s.imask = s.imask*2 + 1
 	clear(s.index[:s.imask+1])

@@ -118,7 +118,7 @@ func New(cfg Config) (*fiber.App, error) {
 	// HTTP RED metrics labelled by route template. Errors are rendered just
 	// inside it, so it records the status sent (fiberprometheus would count any
 	// error that is not a *fiber.Error as 500).
-	app.Use(fiberprometheus.NewWithRegistry(cfg.Registry, "linkgate", "http", "", nil).Middleware)
+	app.Use(HTTPMetrics(cfg.Registry))
 	app.Use(renderErrors(h.ErrorHandler))
 	app.Use(recover.New())
 
@@ -142,6 +142,15 @@ func New(cfg Config) (*fiber.App, error) {
 
 	app.Get("/:code", chain(lim.Redirect, h.Redirect)...) // Fiber serves HEAD through GET routes
 	return app, nil
+}
+
+// HTTPMetrics returns the middleware recording linkgate's HTTP RED metrics
+// (fiberprometheus: http_requests_total, http_request_duration_seconds and
+// http_requests_in_progress_total, labelled service="linkgate") on reg. New
+// places it outside the error rendering; the benchmark's baseline-metrics
+// server uses it too, so that it measures exactly this registration.
+func HTTPMetrics(reg prometheus.Registerer) fiber.Handler {
+	return fiberprometheus.NewWithRegistry(reg, "linkgate", "http", "", nil).Middleware
 }
 
 // fiberConfig is the Fiber configuration of New's app. The proxy header is

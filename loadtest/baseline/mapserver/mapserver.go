@@ -13,9 +13,10 @@ package mapserver
 import (
 	"time"
 
-	"github.com/ansrivas/fiberprometheus/v2"
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/linkgate/linkgate/internal/httpserver"
 )
 
 // New returns the app answering from urls (code → URL), which it reads but
@@ -30,9 +31,9 @@ func New(urls map[string]string) *fiber.App {
 type Options struct {
 	// Work is about how much pure CPU to add to every request (see busyWork).
 	Work time.Duration
-	// Metrics, when set, receives fiberprometheus's HTTP metrics, created
-	// and placed before the route as internal/httpserver does for linkgate
-	// (service "linkgate", namespace "http").
+	// Metrics, when set, receives linkgate's HTTP metrics, from the
+	// middleware linkgate itself uses (httpserver.HTTPMetrics), placed
+	// before the route.
 	Metrics prometheus.Registerer
 }
 
@@ -41,7 +42,7 @@ type Options struct {
 func NewWith(urls map[string]string, o Options) (*fiber.App, error) {
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
 	if o.Metrics != nil {
-		app.Use(fiberprometheus.NewWithRegistry(o.Metrics, "linkgate", "http", "", nil).Middleware)
+		app.Use(httpserver.HTTPMetrics(o.Metrics))
 	}
 	if o.Work > 0 {
 		h, err := busyWork(o.Work)
